@@ -1,0 +1,1 @@
+"""Inference layer: NumPyro models built from specifications, and the fits."""

@@ -1,0 +1,349 @@
+"""Fitting a specification to one subject: NUTS, SVI or MAP, returning InferenceData."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import xarray as xr
+from numpyro.infer import MCMC, SVI, Trace_ELBO, init_to_median, init_to_value
+from numpyro.infer.autoguide import AutoDelta, AutoNormal
+from numpyro.infer.util import initialize_model
+
+from bayesude.core.specification import ModelSpecification
+from bayesude.inference.model import BuiltModel, build_model
+from bayesude.inference.prepared_data import prepare_data
+from bayesude.inference.solver_failures import FailureCountingNUTS, SolverFailureLog
+from bayesude.results import assemble_inference_data
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("nuts", "svi", "map")
+INITIALISATIONS = ("prior", "map", "svi")
+
+#: Jitter (standard deviation, unconstrained space) added to a MAP start so the
+#: chains start apart and R-hat can still detect a failure to mix.
+_MAP_START_JITTER = 0.1
+
+
+def fit(
+    spec: ModelSpecification,
+    data: xr.Dataset,
+    *,
+    method: str = "nuts",
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    seed: int = 0,
+    progress_bar: bool = True,
+    init: str = "prior",
+    initial_values: Sequence[dict[str, float] | None] | None = None,
+    target_accept_prob: float = 0.8,
+    max_tree_depth: int = 10,
+    dense_mass: bool = False,
+    chain_method: str = "vectorized",
+    svi_steps: int = 2000,
+    svi_learning_rate: float = 0.01,
+    num_trajectory_draws: int = 100,
+    subject: str | None = None,
+    model_name: str | None = None,
+) -> az.InferenceData:
+    """Fit ``spec`` to one subject's recording and return the posterior.
+
+    Parameters
+    ----------
+    spec
+        The model specification.
+    data
+        One subject's data, dimensions ``(sweep, time)``; a dataset with a
+        ``subject`` dimension of length one is accepted too.
+    method
+        ``"nuts"`` (the default and the reference), ``"svi"`` (mean-field
+        normal guide; one "chain" of ``num_samples`` guide draws) or ``"map"``
+        (one draw at the posterior mode).
+    num_chains, num_warmup, num_samples
+        NUTS chains and their warm-up and kept draws per chain.
+    seed
+        Seed of every random choice of the fit: initialisation, sampling,
+        posterior predictive draws. The same seed gives the same result.
+    progress_bar
+        Show NumPyro's progress bar while sampling.
+    init
+        Where NUTS chains start: ``"prior"`` (around prior medians), ``"map"``
+        (jittered around the MAP estimate) or ``"svi"`` (draws from an SVI fit).
+    initial_values
+        Optional starting values per chain (constrained space, by site name);
+        None entries use ``init``. A start whose ODE solve fails is moved toward
+        a valid start, and the failed evaluation is counted as a warm-up solver
+        failure of that chain.
+    target_accept_prob, max_tree_depth, dense_mass
+        NUTS settings.
+    chain_method
+        ``"vectorized"`` (all chains in one compiled program, fastest on a
+        CPU) or ``"sequential"``.
+    svi_steps, svi_learning_rate
+        Adam steps and learning rate for ``"svi"``/``"map"`` and for SVI/MAP
+        initialisation.
+    num_trajectory_draws
+        Posterior draws for which the noise-free trajectories are stored (group
+        ``predictions``), for plots.
+    subject, model_name
+        Labels stored with the result.
+
+    Returns
+    -------
+    arviz.InferenceData
+        See ``docs/conventions.md`` for the groups and attributes.
+    """
+    _check_choice("method", method, METHODS)
+    _check_choice("init", init, INITIALISATIONS)
+    subject = subject or _subject_label(data)
+    if "subject" in data.dims:
+        data = data.isel(subject=0, drop=True)
+    prepared = prepare_data(spec, data, subject)
+    key_fit, key_predict = jax.random.split(jax.random.key(seed))
+    started = time.perf_counter()
+
+    if method == "nuts":
+        samples, stats = _run_nuts(
+            spec, prepared, key_fit, num_chains, num_warmup, num_samples, progress_bar,
+            init, initial_values, target_accept_prob, max_tree_depth, dense_mass,
+            chain_method, svi_steps, svi_learning_rate,
+        )
+    else:
+        built = build_model(spec, prepared)
+        guide_samples = _fit_guide(
+            built, key_fit, method, svi_steps, svi_learning_rate,
+            num_samples if method == "svi" else 1,
+        )
+        samples = {name: value[None] for name, value in guide_samples.items()}
+        stats = {}
+    wall_time = time.perf_counter() - started
+
+    settings = {
+        "method": method, "num_chains": num_chains, "num_warmup": num_warmup,
+        "num_samples": num_samples, "init": init, "target_accept_prob": target_accept_prob,
+        "max_tree_depth": max_tree_depth, "dense_mass": dense_mass,
+        "chain_method": chain_method, "svi_steps": svi_steps,
+        "svi_learning_rate": svi_learning_rate,
+    }
+    logger.info("Fitted %s to %s with %s in %.1f s.", model_name or "model", subject, method, wall_time)
+    return assemble_inference_data(
+        spec=spec, data=prepared, built=build_model(spec, prepared), samples=samples,
+        stats=stats, key=key_predict, num_trajectory_draws=num_trajectory_draws,
+        attributes={
+            "subject": subject, "model_name": model_name or (spec.mechanistic or "neural"),
+            "seed": seed, "wall_time_s": wall_time, "inference_settings": settings,
+        },
+    )
+
+
+def _run_nuts(
+    spec, prepared, key, num_chains, num_warmup, num_samples, progress_bar, init,
+    initial_values, target_accept_prob, max_tree_depth, dense_mass, chain_method,
+    svi_steps, svi_learning_rate,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    failure_log = SolverFailureLog(num_chains, chain_method)
+    built = build_model(spec, prepared, failure_log)
+    key_init, key_warmup = jax.random.split(key)
+
+    init_params, init_failures = _initial_parameters(
+        built, key_init, num_chains, init, initial_values, svi_steps, svi_learning_rate
+    )
+    kernel = FailureCountingNUTS(
+        built.model, failure_log, target_accept_prob=target_accept_prob,
+        max_tree_depth=max_tree_depth, dense_mass=dense_mass,
+    )
+    mcmc = MCMC(
+        kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+        chain_method=chain_method, progress_bar=progress_bar,
+    )
+    extra_fields = ("diverging", "num_steps", "energy", "potential_energy", "accept_prob",
+                    "adapt_state.step_size")
+
+    started = time.perf_counter()
+    failure_log.start_phase(num_warmup)
+    mcmc.warmup(key_warmup, init_params=init_params, extra_fields=("diverging",),
+                collect_warmup=True)
+    warmup_failures = failure_log.stop()
+    warmup_failures[:, 0] += init_failures
+    warmup_diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+    logger.info("Warm-up finished in %.1f s (compilation included).", time.perf_counter() - started)
+
+    failure_log.start_phase(num_samples)
+    mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=extra_fields)
+    sampling_failures = failure_log.stop()
+    _log_failures(warmup_failures, sampling_failures)
+
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {
+        "diverging": np.asarray(extra["diverging"]),
+        "n_steps": np.asarray(extra["num_steps"]),
+        "tree_depth": np.floor(np.log2(np.asarray(extra["num_steps"]))).astype(int),
+        "energy": np.asarray(extra["energy"]),
+        "lp": -np.asarray(extra["potential_energy"]),
+        "acceptance_rate": np.asarray(extra["accept_prob"]),
+        "step_size": np.asarray(extra["adapt_state.step_size"]),
+        "solver_failure": sampling_failures,
+        "warmup:diverging": warmup_diverging,
+        "warmup:solver_failure": warmup_failures,
+    }
+    return samples, stats
+
+
+def _initial_parameters(
+    built: BuiltModel, key, num_chains, init, initial_values, svi_steps, svi_learning_rate
+) -> tuple[dict[str, jax.Array], np.ndarray]:
+    """Unconstrained starting points, ``{site: (num_chains, ...)}``, and failed starts.
+
+    Returns the starting points and, per chain, 1 where the requested start had
+    a failed solve (or non-finite log density) and had to be moved.
+    """
+    keys = jax.random.split(key, num_chains + 1)
+    default_values = None
+    if init in ("map", "svi"):
+        default_values = _fit_guide(
+            built, keys[-1], init, svi_steps, svi_learning_rate, num_chains
+        )
+
+    starts, failures = [], np.zeros(num_chains, dtype=np.int64)
+    requested = list(initial_values or [])
+    for chain in range(num_chains):
+        values = requested[chain] if chain < len(requested) else None
+        fallback = _chain_values(default_values, chain)
+        start, failed = _valid_start(built, keys[chain], values, fallback, init)
+        starts.append(start)
+        failures[chain] = int(failed)
+    stacked = jax.tree.map(lambda *chains: jnp.stack(chains), *starts)
+    return stacked, failures
+
+
+def _chain_values(default_values, chain) -> dict[str, Any] | None:
+    if default_values is None:
+        return None
+    return {name: value[chain] for name, value in default_values.items()}
+
+
+def _valid_start(built, key, values, fallback, init) -> tuple[dict[str, jax.Array], bool]:
+    """A starting point with a finite log density, as close to ``values`` as possible."""
+    key_default, key_jitter = jax.random.split(key)
+    strategy = init_to_median(num_samples=15)
+    if fallback is not None:
+        strategy = init_to_value(values=fallback)
+    default = initialize_model(key_default, built.model, init_strategy=strategy).param_info
+    default_z = default.z
+    if fallback is not None and init == "map":
+        default_z = _jitter(default_z, key_jitter)
+    if values is None:
+        return default_z, False
+
+    requested = _unconstrained_point(built, key_default, values, default_z)
+    potential = _potential(built)
+    if np.isfinite(potential(requested)):
+        return requested, False
+
+    logger.warning(
+        "The requested starting values %s give a failed ODE solve or a non-finite log "
+        "density; the chain starts at the nearest valid point toward the default start.",
+        values,
+    )
+    return _closest_valid(potential, requested, default_z), True
+
+
+def _unconstrained_point(built, key, values, default_z) -> dict[str, jax.Array]:
+    from numpyro.infer.util import unconstrain_fn
+
+    constrained = {**_constrain(built, default_z), **{k: jnp.asarray(v) for k, v in values.items()}}
+    return unconstrain_fn(built.model, (), {}, constrained)
+
+
+def _constrain(built, z) -> dict[str, jax.Array]:
+    from numpyro.infer.util import constrain_fn
+
+    return constrain_fn(built.model, (), {}, z)
+
+
+def _potential(built):
+    from numpyro.infer.util import potential_energy
+
+    return jax.jit(lambda z: potential_energy(built.model, (), {}, z))
+
+
+def _closest_valid(potential, requested, valid, num_bisections: int = 20):
+    """Bisect in unconstrained space for the valid point nearest ``requested``."""
+    low, high = 0.0, 1.0  # fraction of the way from ``valid`` to ``requested``
+    for _ in range(num_bisections):
+        middle = (low + high) / 2.0
+        point = jax.tree.map(lambda a, b: a + middle * (b - a), valid, requested)
+        if np.isfinite(potential(point)):
+            low = middle
+        else:
+            high = middle
+    return jax.tree.map(lambda a, b: a + low * (b - a), valid, requested)
+
+
+def _jitter(z, key):
+    leaves, treedef = jax.tree.flatten(z)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(
+        treedef,
+        [leaf + _MAP_START_JITTER * jax.random.normal(k, jnp.shape(leaf)) for leaf, k in zip(leaves, keys)],
+    )
+
+
+def _fit_guide(built, key, method, num_steps, learning_rate, num_draws) -> dict[str, np.ndarray]:
+    """Fit a MAP (AutoDelta) or mean-field (AutoNormal) guide; return guide draws.
+
+    Returns ``{site: (num_draws, ...)}`` in constrained space.
+    """
+    guide_class = AutoDelta if method == "map" else AutoNormal
+    guide = guide_class(built.model, init_loc_fn=init_to_median(num_samples=15))
+    svi = SVI(built.model, guide, numpyro.optim.Adam(learning_rate), Trace_ELBO())
+    key_fit, key_draw = jax.random.split(key)
+    result = svi.run(key_fit, num_steps, progress_bar=False)
+    if not np.isfinite(result.losses[-1]):
+        raise RuntimeError(
+            f"The {method.upper()} optimisation ended with a non-finite loss; try a "
+            f"smaller svi_learning_rate or more informative priors."
+        )
+    draws = guide.sample_posterior(key_draw, result.params, sample_shape=(num_draws,))
+    latent = [name for name in draws if not name.startswith("_")]
+    return {name: np.asarray(draws[name]) for name in latent if name in _latent_sites(built)}
+
+
+def _latent_sites(built) -> set[str]:
+    from numpyro import handlers
+
+    trace = handlers.trace(handlers.seed(built.model, 0)).get_trace()
+    return {
+        name for name, site in trace.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+
+
+def _log_failures(warmup: np.ndarray, sampling: np.ndarray) -> None:
+    if warmup.sum() or sampling.sum():
+        logger.info(
+            "Proposals rejected because the ODE solve failed: %d during warm-up and %d "
+            "during sampling (per chain: %s / %s).",
+            warmup.sum(), sampling.sum(), warmup.sum(axis=1).tolist(), sampling.sum(axis=1).tolist(),
+        )
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+
+
+def _subject_label(data: xr.Dataset) -> str:
+    if "subject" in data.coords and data["subject"].size == 1:
+        return str(np.asarray(data["subject"].values).reshape(-1)[0])
+    return "subject"

@@ -1,0 +1,250 @@
+"""The NumPyro model of a specification fitted to one subject's data.
+
+Generative story, per subject:
+
+1. mechanistic parameters and every network weight from their priors;
+2. initial states per sweep (observed states centred on the first observation);
+3. the ODE solved for every sweep at the observation times only;
+4. each finite observation from the observation model around its solved state.
+
+A failed or non-finite solve adds ``-inf`` to the log density (a rejected
+proposal) instead of raising, and is reported to an optional
+:class:`~bayesude.inference.solver_failures.SolverFailureLog`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax import Array
+
+from bayesude.core.inputs import evaluate_input
+from bayesude.core.neural import Network, build_network
+from bayesude.core.solve import solve_at_times
+from bayesude.core.specification import ModelSpecification
+from bayesude.inference.prepared_data import PreparedData
+from bayesude.inference.solver_failures import SolverFailureLog
+
+#: Name of the factor site that rejects proposals whose solve failed.
+SOLVER_FAILURE_SITE = "solver_failure"
+
+#: Prior scale of initial observed states, as a fraction of the variable's range.
+_INITIAL_STATE_RELATIVE_SCALE = 0.05
+
+#: Name of the site recording whether a draw's solve succeeded (trajectory runs only).
+SOLVER_SUCCESS_SITE = "solver_success"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltModel:
+    """A NumPyro model and what is needed to interpret its samples.
+
+    Attributes
+    ----------
+    model
+        ``model(observe=True, record_trajectories=False)``. With
+        ``observe=False`` the observations are drawn (posterior predictive).
+    networks
+        The neural terms' built networks, by term name.
+    observed_sites
+        Names of the observation sites (the observed data variables).
+    """
+
+    model: Callable[..., None]
+    networks: dict[str, Network]
+    observed_sites: tuple[str, ...]
+
+
+def build_model(
+    spec: ModelSpecification,
+    data: PreparedData,
+    failure_log: SolverFailureLog | None = None,
+) -> BuiltModel:
+    """Build the NumPyro model of ``spec`` on ``data``.
+
+    Parameters
+    ----------
+    spec
+        The model specification.
+    data
+        One subject's prepared arrays.
+    failure_log
+        Receives a flag at every log-density evaluation when given.
+    """
+    networks = _build_networks(spec, data)
+    vector_field = _make_vector_field(spec, data, networks)
+    solve_sweep = _make_sweep_solver(spec, data, vector_field)
+    state_index = {name: i for i, name in enumerate(spec.state_names)}
+
+    def model(observe: bool = True, record_trajectories: bool = False) -> None:
+        params = _sample_parameters(spec)
+        weights = {
+            name: numpyro.sample(
+                f"{name}_weights",
+                dist.Normal(0.0, jnp.asarray(network.weight_prior_scales)).to_event(1),
+            )
+            for name, network in networks.items()
+        }
+        initial_states = _initial_states(spec, data, params, weights, networks)
+
+        sweep_inputs = {name: jnp.asarray(s.values) for name, s in data.inputs.items()}
+        states, success = jax.vmap(solve_sweep, in_axes=(0, 0, None, None))(
+            initial_states, sweep_inputs, params, weights
+        )
+        solved = jnp.all(success)
+        numpyro.factor(SOLVER_FAILURE_SITE, jnp.where(solved, 0.0, -jnp.inf))
+        if failure_log is not None:
+            jax.debug.callback(failure_log.record_evaluation, ~solved, ordered=True)
+        if record_trajectories:
+            numpyro.deterministic(SOLVER_SUCCESS_SITE, solved)
+
+        for variable in data.observed.values():
+            trajectory = states[:, :, state_index[variable.state]]
+            if record_trajectories:
+                numpyro.deterministic(f"{variable.name}_trajectory", trajectory)
+            predicted = trajectory[variable.sweep_index, variable.time_index]
+            noise = _observation_distribution(spec, data, variable.name, predicted)
+            numpyro.sample(
+                variable.name, noise, obs=jnp.asarray(variable.values) if observe else None
+            )
+
+    return BuiltModel(model=model, networks=networks, observed_sites=tuple(data.observed))
+
+
+def _sample_parameters(spec: ModelSpecification) -> dict[str, Array]:
+    params = {p.name: numpyro.sample(p.name, p.prior.to_numpyro()) for p in spec.free_parameters()}
+    params.update({name: jnp.asarray(value) for name, value in spec.fixed.items()})
+    return params
+
+
+def _build_networks(spec: ModelSpecification, data: PreparedData) -> dict[str, Network]:
+    data_ranges = data.variable_ranges()
+    networks = {}
+    for term in spec.neural_terms:
+        inputs = spec.network_inputs(term)
+        ranges = {**data_ranges, **dict(term.input_ranges)}
+        missing = [name for name in inputs if name not in ranges]
+        if missing:
+            raise ValueError(
+                f"Neural term {term.name!r} reads {missing}, whose range cannot be read "
+                f"from the data (not observed); give it in the term's input_ranges, "
+                f"e.g. input_ranges: {{{missing[0]}: [LOW, HIGH]}}."
+            )
+        networks[term.name] = build_network(term, inputs, ranges)
+    return networks
+
+
+def _terms(spec, params, weights, networks) -> dict[str, Callable[..., Array]]:
+    """Replaceable terms: mechanistic by default, networks where replaced."""
+    model = spec.model
+    terms = model.default_terms(params) if model is not None else {}
+    for term in spec.neural_terms:
+        if term.replaces is not None:
+            network, term_weights = networks[term.name], weights[term.name]
+            terms[term.replaces] = _scalar_network(network, term_weights)
+    return terms
+
+
+def _scalar_network(network: Network, weights: Array) -> Callable[..., Array]:
+    def term(*values: Array) -> Array:
+        return network(weights, *values)[0]
+
+    return term
+
+
+def _make_vector_field(spec, data, networks):
+    model = spec.model
+    state_names = spec.state_names
+    additive_terms = [t for t in spec.neural_terms if t.adds_to]
+    times = jnp.asarray(data.times)
+    interpolation = spec.input_interpolation
+
+    def vector_field(t, y, args):
+        params, weights, sweep_inputs = args
+        state = {name: y[i] for i, name in enumerate(state_names)}
+        inputs = {
+            name: evaluate_input(times, values, t, interpolation)
+            for name, values in sweep_inputs.items()
+        }
+        terms = _terms(spec, params, weights, networks)
+        if model is not None:
+            derivatives = model.vector_field(t, state, params, inputs, terms)
+        else:
+            derivatives = {name: jnp.zeros_like(y[0]) for name in state_names}
+
+        readable = {**state, **inputs}
+        for term in additive_terms:
+            network = networks[term.name]
+            outputs = network(weights[term.name], *(readable[n] for n in network.inputs))
+            for index, name in enumerate(term.adds_to):
+                derivatives[name] = derivatives[name] + outputs[index]
+        return jnp.stack([derivatives[name] for name in state_names])
+
+    return vector_field
+
+
+def _make_sweep_solver(spec, data, vector_field):
+    times = jnp.asarray(data.times)
+    jump_times = data.jump_times()
+    jump_times = jump_times[(jump_times > data.times[0]) & (jump_times < data.times[-1])]
+
+    def solve_sweep(y0, sweep_inputs, params, weights):
+        return solve_at_times(
+            vector_field, y0, times, (params, weights, sweep_inputs), spec.solver, jump_times
+        )
+
+    return solve_sweep
+
+
+def _initial_states(spec, data, params, weights, networks) -> Array:
+    """Initial state of every sweep, shape ``(num_sweeps, num_states)``."""
+    observed_initial = {}
+    for variable in data.observed.values():
+        if variable.state in spec.initial_state:
+            continue
+        low, high = variable.value_range
+        scale = max(_INITIAL_STATE_RELATIVE_SCALE * (high - low), 1e-6)
+        observed_initial[variable.state] = numpyro.sample(
+            f"{variable.state}_0",
+            dist.Normal(jnp.asarray(variable.first_values), scale).to_event(1),
+        )
+    num_sweeps = data.num_sweeps
+    fixed = {
+        name: jnp.full((num_sweeps,), float(value))
+        for name, value in spec.initial_state.items()
+    }
+    known = {**observed_initial, **fixed}
+
+    model = spec.model
+    missing = [name for name in spec.state_names if name not in known]
+    if missing and model is not None:
+        terms = _terms(spec, params, weights, networks)
+        derived = jax.vmap(
+            lambda observed: model.initial_unobserved_state(observed, params, terms)
+        )({name: known[name] for name in known})
+        known.update({name: value for name, value in derived.items() if name in missing})
+    missing = [name for name in spec.state_names if name not in known]
+    if missing:
+        raise ValueError(
+            f"The initial value of state(s) {missing} is unknown: they are not "
+            f"observed and the model gives no rule for them. Set them in the "
+            f"specification's initial_state, e.g. initial_state: {{{missing[0]}: 0.0}}."
+        )
+    return jnp.stack([known[name] for name in spec.state_names], axis=-1)
+
+
+def _observation_distribution(spec, data, name, predicted) -> dist.Distribution:
+    variable = data.observed[name]
+    scale = spec.noise_prior_scale
+    if scale is None:
+        scale = float(np.std(variable.values)) or 1.0
+    sigma = numpyro.sample(f"sigma_{name}", dist.HalfNormal(scale))
+    if spec.observation == "student_t":
+        return dist.StudentT(spec.student_t_df, predicted, sigma)
+    return dist.Normal(predicted, sigma)

@@ -1,0 +1,44 @@
+"""The library of mechanistic models, looked up by name in specifications."""
+
+from bayesude.core.mechanistic import MechanisticModel
+from bayesude.models.fitzhugh_nagumo import FitzHughNagumo
+from bayesude.models.membrane import PassiveMembrane, SlowCurrentMembrane
+from bayesude.models.morris_lecar import MorrisLecar
+from bayesude.models.population import LogisticGrowth, LotkaVolterra
+from bayesude.models.wilson_cowan import WilsonCowan
+
+MODEL_LIBRARY: dict[str, type[MechanisticModel]] = {
+    model.name: model
+    for model in (
+        PassiveMembrane,
+        SlowCurrentMembrane,
+        FitzHughNagumo,
+        MorrisLecar,
+        WilsonCowan,
+        LotkaVolterra,
+        LogisticGrowth,
+    )
+}
+
+
+def mechanistic_model(name: str) -> MechanisticModel:
+    """The library model called ``name``, e.g. ``"passive_membrane"``."""
+    if name not in MODEL_LIBRARY:
+        raise ValueError(
+            f"Unknown mechanistic model {name!r}; the library has "
+            f"{', '.join(sorted(MODEL_LIBRARY))}."
+        )
+    return MODEL_LIBRARY[name]()
+
+
+__all__ = [
+    "MODEL_LIBRARY",
+    "FitzHughNagumo",
+    "LogisticGrowth",
+    "LotkaVolterra",
+    "MorrisLecar",
+    "PassiveMembrane",
+    "SlowCurrentMembrane",
+    "WilsonCowan",
+    "mechanistic_model",
+]
