@@ -54,11 +54,14 @@ class BuiltModel:
         The neural terms' built networks, by term name.
     observed_sites
         Names of the observation sites (the observed data variables).
+    latent_sizes
+        Number of values of every latent site, by site name.
     """
 
     model: Callable[..., None]
     networks: dict[str, Network]
     observed_sites: tuple[str, ...]
+    latent_sizes: dict[str, int]
 
 
 def build_model(
@@ -79,7 +82,7 @@ def build_model(
     """
     networks = _build_networks(spec, data)
     vector_field = _make_vector_field(spec, data, networks)
-    solve_sweep = _make_sweep_solver(spec, data, vector_field)
+    solve_sweeps = _make_solver(spec, data, vector_field)
     state_index = {name: i for i, name in enumerate(spec.state_names)}
 
     def model(observe: bool = True, record_trajectories: bool = False) -> None:
@@ -93,11 +96,7 @@ def build_model(
         }
         initial_states = _initial_states(spec, data, params, weights, networks)
 
-        sweep_inputs = {name: jnp.asarray(s.values) for name, s in data.inputs.items()}
-        states, success = jax.vmap(solve_sweep, in_axes=(0, 0, None, None))(
-            initial_states, sweep_inputs, params, weights
-        )
-        solved = jnp.all(success)
+        states, solved = solve_sweeps(initial_states, params, weights)
         numpyro.factor(SOLVER_FAILURE_SITE, jnp.where(solved, 0.0, -jnp.inf))
         if failure_log is not None:
             jax.debug.callback(failure_log.record_evaluation, ~solved, ordered=True)
@@ -114,7 +113,22 @@ def build_model(
                 variable.name, noise, obs=jnp.asarray(variable.values) if observe else None
             )
 
-    return BuiltModel(model=model, networks=networks, observed_sites=tuple(data.observed))
+    return BuiltModel(
+        model=model,
+        networks=networks,
+        observed_sites=tuple(data.observed),
+        latent_sizes=_latent_sizes(spec, data, networks),
+    )
+
+
+def _latent_sizes(spec, data, networks) -> dict[str, int]:
+    sizes = {p.name: 1 for p in spec.free_parameters()}
+    sizes.update({f"{name}_weights": n.num_weights for name, n in networks.items()})
+    for variable in data.observed.values():
+        if variable.state not in spec.initial_state:
+            sizes[f"{variable.state}_0"] = data.num_sweeps
+    sizes.update({f"sigma_{name}": 1 for name in data.observed})
+    return sizes
 
 
 def _sample_parameters(spec: ModelSpecification) -> dict[str, Array]:
@@ -159,14 +173,20 @@ def _scalar_network(network: Network, weights: Array) -> Callable[..., Array]:
 
 
 def _make_vector_field(spec, data, networks):
+    """The vector field of all sweeps at once: ``y`` has shape ``(num_sweeps, num_states)``.
+
+    Sweeps are solved as one system rather than one solve per sweep: they share
+    the protocol's timing, so the step-size controller picks steps that suit
+    all of them, and one loop of solver steps costs far less than a batch of
+    loops (JAX's per-step overhead dominates these small systems).
+    """
     model = spec.model
     state_names = spec.state_names
     additive_terms = [t for t in spec.neural_terms if t.adds_to]
     times = jnp.asarray(data.times)
     interpolation = spec.input_interpolation
 
-    def vector_field(t, y, args):
-        params, weights, sweep_inputs = args
+    def sweep_vector_field(t, y, params, weights, sweep_inputs):
         state = {name: y[i] for i, name in enumerate(state_names)}
         inputs = {
             name: evaluate_input(times, values, t, interpolation)
@@ -186,20 +206,29 @@ def _make_vector_field(spec, data, networks):
                 derivatives[name] = derivatives[name] + outputs[index]
         return jnp.stack([derivatives[name] for name in state_names])
 
+    def vector_field(t, y, args):
+        params, weights, inputs = args
+        return jax.vmap(sweep_vector_field, in_axes=(None, 0, None, None, 0))(
+            t, y, params, weights, inputs
+        )
+
     return vector_field
 
 
-def _make_sweep_solver(spec, data, vector_field):
+def _make_solver(spec, data, vector_field):
+    """``solve(y0, params, weights) -> (states (sweep, time, state), success)``."""
     times = jnp.asarray(data.times)
+    inputs = {name: jnp.asarray(sampled.values) for name, sampled in data.inputs.items()}
     jump_times = data.jump_times()
     jump_times = jump_times[(jump_times > data.times[0]) & (jump_times < data.times[-1])]
 
-    def solve_sweep(y0, sweep_inputs, params, weights):
-        return solve_at_times(
-            vector_field, y0, times, (params, weights, sweep_inputs), spec.solver, jump_times
+    def solve(y0, params, weights):
+        states, success = solve_at_times(
+            vector_field, y0, times, (params, weights, inputs), spec.solver, jump_times
         )
+        return jnp.swapaxes(states, 0, 1), success
 
-    return solve_sweep
+    return solve
 
 
 def _initial_states(spec, data, params, weights, networks) -> Array:
