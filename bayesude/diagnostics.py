@@ -312,7 +312,7 @@ def _rhat_problems(rhat_by_variable: dict[str, float]) -> list[str]:
                 f"R-hat cannot be computed on {name} (constant or non-finite draws)"
             )
         elif value >= RHAT_THRESHOLD:
-            problems.append(f"R-hat {value:.3g} > {RHAT_THRESHOLD} on {name}")
+            problems.append(f"R-hat {value:.3f} > {RHAT_THRESHOLD} on {name}")
     return problems
 
 

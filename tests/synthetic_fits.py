@@ -38,7 +38,9 @@ def make_fit(
 ) -> az.InferenceData:
     """Build one synthetic fit; see the module docstring for the model."""
     rng = np.random.default_rng(seed)
-    posterior = _posterior(rng, num_chains, num_draws, num_sweeps, tau_m_chain_offsets_ms)
+    posterior = _posterior(
+        rng, num_chains, num_draws, num_sweeps, tau_m_chain_offsets_ms
+    )
     posterior.attrs.update(subject=subject, model_name=model_name, time_units="ms")
     if wall_time_s is not None:
         posterior.attrs["wall_time_s"] = wall_time_s
@@ -100,7 +102,10 @@ def _posterior(rng, num_chains, num_draws, num_sweeps, tau_m_chain_offsets_ms):
             ),
             "leak_weights": (("chain", "draw", "leak_weight"), weights),
         },
-        coords={**_sample_coords(num_chains, num_draws), "sweep": np.arange(num_sweeps)},
+        coords={
+            **_sample_coords(num_chains, num_draws),
+            "sweep": np.arange(num_sweeps),
+        },
     )
 
 
@@ -156,7 +161,9 @@ def _flags(num_chains, num_draws, counts_per_chain) -> np.ndarray:
     return flags
 
 
-def _sample_stats(num_chains, num_draws, diverging, solver_failures, with_solver_failure):
+def _sample_stats(
+    num_chains, num_draws, diverging, solver_failures, with_solver_failure
+):
     stats_vars = {
         "diverging": (("chain", "draw"), _flags(num_chains, num_draws, diverging)),
         "tree_depth": (("chain", "draw"), np.full((num_chains, num_draws), 3)),
