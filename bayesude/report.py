@@ -195,7 +195,7 @@ def _fits_by_subject(
 
 
 def _format_number(value, digits: int) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or not np.isfinite(value):
         return "–"
     return f"{value:.{digits}f}"
 

@@ -110,6 +110,15 @@ def test_a_model_with_non_finite_log_likelihood_is_explained_not_fatal(tmp_path)
     assert "Models not compared: Model &#39;broken&#39;" in html
 
 
+def test_model_names_with_mathtext_characters_are_drawn_literally(tmp_path):
+    # Parsed as mathtext, "$x_$" is a syntax error that aborts drawing.
+    fits = [make_fit(model_name="$x_$"), make_fit(model_name="plain", seed=1)]
+
+    html = write_report(tmp_path, fits, summarise_fits(fits), "Fits").read_text()
+
+    assert "$x_$" in html
+
+
 def test_two_fits_of_the_same_subject_and_model_are_rejected():
     fits = [make_fit(num_draws=100), make_fit(num_draws=100, seed=1)]
 
