@@ -233,6 +233,8 @@ def _overview_row(row: dict) -> dict:
 
 
 def _subject_section(subject: str, fits: dict[str, az.InferenceData]) -> dict:
+    # Model and parameter names are user text: drawn as mathtext, a "$" in
+    # them could raise or change what is shown.
     with matplotlib.rc_context({"text.parse_math": False, "font.size": 8}):
         traces, traces_note = _predictive_figure(fits)
         densities, densities_note = _density_figure(fits)
