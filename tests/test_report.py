@@ -1,0 +1,133 @@
+import re
+
+import pytest
+from synthetic_fits import make_fit
+
+from bayesude.diagnostics import summarise_fits
+from bayesude.report import report_context, write_report
+
+MALICIOUS_SUBJECT = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def fits():
+    return [
+        make_fit(subject="cell_1", model_name="leaky"),
+        make_fit(
+            subject="cell_1",
+            model_name="leaky_nn",
+            seed=1,
+            with_predictions=False,
+        ),
+        make_fit(
+            subject=MALICIOUS_SUBJECT,
+            model_name="leaky",
+            seed=2,
+            tau_m_chain_offsets_ms=[0.0, 0.0, 4.0, 4.0],
+        ),
+    ]
+
+
+@pytest.fixture(scope="module")
+def report_html(fits, tmp_path_factory):
+    results_dir = tmp_path_factory.mktemp("results")
+    path = write_report(results_dir, fits, summarise_fits(fits), "Leak <b>fits</b>")
+    return path.read_text(encoding="utf-8")
+
+
+def test_report_is_written_as_report_html_without_leftover_temporary_files(
+    fits, tmp_path
+):
+    path = write_report(tmp_path / "new", fits[:1], summarise_fits(fits[:1]), "Fits")
+
+    assert path == tmp_path / "new" / "report.html"
+    assert path.is_file()
+    assert [p.name for p in path.parent.iterdir()] == ["report.html"]
+
+
+def test_rewriting_a_report_replaces_the_old_one(fits, tmp_path):
+    write_report(tmp_path, fits[:1], summarise_fits(fits[:1]), "First title")
+    path = write_report(tmp_path, fits[:1], summarise_fits(fits[:1]), "Second title")
+
+    html = path.read_text(encoding="utf-8")
+    assert "Second title" in html
+    assert "First title" not in html
+
+
+def test_report_is_self_contained(report_html):
+    assert 'src="http' not in report_html
+    assert "http://" not in report_html
+    assert "https://" not in report_html
+    assert "<link" not in report_html
+    assert "data:image/png;base64," in report_html
+
+
+def test_report_embeds_trace_and_density_figures_for_every_subject(report_html):
+    # Two subjects, each with a trace figure and a density figure.
+    assert report_html.count("data:image/png;base64,") == 4
+
+
+def test_subject_names_and_titles_are_escaped(report_html):
+    assert MALICIOUS_SUBJECT not in report_html
+    assert "<script" not in report_html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in report_html
+    assert "Leak &lt;b&gt;fits&lt;/b&gt;" in report_html
+
+
+def _overview_row_of(html: str, subject_html: str) -> str:
+    rows = re.findall(r"<tr class=\"[^\"]*\">.*?</tr>", html, flags=re.DOTALL)
+    matching = [row for row in rows if subject_html in row]
+    assert len(matching) == 1
+    return matching[0]
+
+
+def test_non_converged_fit_is_flagged_with_its_problems(report_html):
+    row = _overview_row_of(report_html, "&lt;script&gt;alert(1)&lt;/script&gt;")
+
+    assert 'class="not-converged"' in row
+    assert "no" in row
+    assert "R-hat" in row and "on tau_m" in row
+
+
+def test_converged_fits_are_not_flagged(report_html):
+    assert report_html.count('<tr class="ok">') == 2
+    assert report_html.count('<tr class="not-converged">') == 1
+
+
+def test_comparison_names_the_preferred_model(report_html):
+    assert "The preferred model is leaky" in report_html
+    assert "twice its standard error" in report_html
+
+
+def test_a_model_with_non_finite_log_likelihood_is_explained_not_fatal(tmp_path):
+    fits = [
+        make_fit(model_name="leaky"),
+        make_fit(model_name="broken", non_finite_log_likelihood=True),
+    ]
+
+    html = write_report(tmp_path, fits, summarise_fits(fits), "Fits").read_text()
+
+    assert "Models not compared: Model &#39;broken&#39;" in html
+
+
+def test_model_names_with_mathtext_characters_are_drawn_literally(tmp_path):
+    # Parsed as mathtext, "$x_$" is a syntax error that aborts drawing.
+    fits = [make_fit(model_name="$x_$"), make_fit(model_name="plain", seed=1)]
+
+    html = write_report(tmp_path, fits, summarise_fits(fits), "Fits").read_text()
+
+    assert "$x_$" in html
+
+
+def test_two_fits_of_the_same_subject_and_model_are_rejected():
+    fits = [make_fit(num_draws=100), make_fit(num_draws=100, seed=1)]
+
+    with pytest.raises(ValueError, match="share subject 'cell_1' and model 'leaky'"):
+        report_context(fits, summarise_fits(fits), "Fits")
+
+
+def test_summary_without_needed_columns_is_rejected(fits):
+    summary = summarise_fits(fits).drop(columns=["problems"])
+
+    with pytest.raises(ValueError, match="summarise_fits"):
+        report_context(fits, summary, "Fits")
