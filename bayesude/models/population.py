@@ -69,10 +69,13 @@ class LotkaVolterra(MechanisticModel):
 
 
 class LogisticGrowth(MechanisticModel):
-    r"""Logistic growth, :math:`dy/dt = r\,y\,(1 - y/K)`, in dimensionless time.
+    r"""Logistic growth, :math:`dy/dt = r\,y\,(1 - c(y))` with :math:`c(y) = y/K`.
 
-    The smallest model whose solve gets expensive for extreme parameters
-    (large ``r`` makes it stiff), used to test that failed solves are rejected.
+    Time is dimensionless. The smallest model whose solve gets expensive for
+    extreme parameters (large ``r`` makes it stiff), and the smallest UDE: a
+    network can learn the crowding term ``c``.
+
+    Replaceable term ``crowding(y)``: the density dependence y/K.
     """
 
     name = "logistic_growth"
@@ -88,6 +91,13 @@ class LogisticGrowth(MechanisticModel):
         ),
     )
 
+    replaceable_terms = (
+        ReplaceableTerm("crowding", ("y",), ("K",), "c(y) = y / K"),
+    )
+
+    def term_crowding(self, params: Mapping[str, Array], y: Array) -> Array:
+        return y / params["K"]
+
     def vector_field(self, t, state, params, inputs, terms):
         y = state["y"]
-        return {"y": params["r"] * y * (1.0 - y / params["K"])}
+        return {"y": params["r"] * y * (1.0 - terms["crowding"](y))}

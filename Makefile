@@ -1,0 +1,24 @@
+# Two commands set up everything: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bayesude run workflows/current_clamp_cells.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest -m slow
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,73 @@
+"""The ``bayesude`` command line: run a workflow, rebuild a report."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import sys
+
+import click
+
+from bayesude.workflow import load_workflow
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log internals (DEBUG level) too.")
+def main(verbose: bool) -> None:
+    """Bayesian universal differential equations for neuroscience."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # JAX and ArviZ log backend probing at INFO; a scientist needs none of it.
+    for noisy in ("jax", "arviz", "distributed", "numpyro"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@main.command()
+@click.argument("workflow_file", type=click.Path(path_type=pathlib.Path))
+@click.option(
+    "--output", type=click.Path(path_type=pathlib.Path), default=None,
+    help="Results directory (default: results/<workflow name>/).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=None,
+    help="Worker processes of the local Dask cluster; 0 fits in this process "
+    "(default: the workflow's execution.workers).",
+)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def run(workflow_file: pathlib.Path, output: pathlib.Path | None, workers: int | None,
+        no_progress: bool) -> None:
+    """Fit every subject of WORKFLOW_FILE with every model, and write the report."""
+    from bayesude.batch import run_workflow
+
+    workflow = _or_exit(load_workflow, workflow_file)
+    output = output or pathlib.Path("results") / workflow.name
+    summary = _or_exit(
+        run_workflow, workflow, output, workers=workers, progress_bar=not no_progress
+    )
+    converged = int(summary["converged"].fillna(False).astype(bool).sum())
+    click.echo(
+        f"{converged} of {len(summary)} fits converged. Results in {output}/: "
+        f"fits/, summary.csv, report.html."
+    )
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(path_type=pathlib.Path))
+def report(results_dir: pathlib.Path) -> None:
+    """Rebuild summary.csv and report.html from the fits saved in RESULTS_DIR."""
+    from bayesude.batch import rebuild_report
+
+    path = _or_exit(rebuild_report, results_dir)
+    click.echo(f"Wrote {path}.")
+
+
+def _or_exit(function, *args, **kwargs):
+    """Call ``function``; a bad input ends the command with its message, not a traceback."""
+    try:
+        return function(*args, **kwargs)
+    except (FileNotFoundError, ValueError) as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
