@@ -81,9 +81,9 @@ def fit(
         (jittered around the MAP estimate) or ``"svi"`` (draws from an SVI fit).
     initial_values
         Optional starting values per chain (constrained space, by site name);
-        None entries use ``init``. A start whose ODE solve fails is moved toward
-        a valid start, and the failed evaluation is counted as a warm-up solver
-        failure of that chain.
+        None entries use ``init``. A start whose ODE solve fails is replaced by
+        the default start, and the failed evaluation is counted as a warm-up
+        solver failure of that chain.
     target_accept_prob, max_tree_depth, dense_mass
         NUTS settings.
     chain_method
@@ -263,7 +263,7 @@ def _chain_values(default_values, chain) -> dict[str, Any] | None:
 
 
 def _valid_start(built, key, values, fallback, init) -> tuple[dict[str, jax.Array], bool]:
-    """A starting point with a finite log density, as close to ``values`` as possible.
+    """``values`` as a starting point if its log density is finite, else the default.
 
     ``built`` must support reverse-mode gradients (NumPyro's initialisation
     checks the gradient too); the point is valid for any adjoint.
@@ -284,12 +284,15 @@ def _valid_start(built, key, values, fallback, init) -> tuple[dict[str, jax.Arra
     if np.isfinite(potential(requested)):
         return requested, False
 
+    # Moving only part of the way back would leave the chain at the edge of the
+    # region where the solve fails, where most proposals are rejected and
+    # step-size adaptation shrinks the step until the chain cannot move.
     logger.warning(
         "The requested starting values %s give a failed ODE solve or a non-finite log "
-        "density; the chain starts at the nearest valid point toward the default start.",
+        "density; this chain starts from the default initialisation instead.",
         values,
     )
-    return _closest_valid(potential, requested, default_z), True
+    return default_z, True
 
 
 def _unconstrained_point(built, key, values, default_z) -> dict[str, jax.Array]:
@@ -309,19 +312,6 @@ def _potential(built):
     from numpyro.infer.util import potential_energy
 
     return jax.jit(lambda z: potential_energy(built.model, (), {}, z))
-
-
-def _closest_valid(potential, requested, valid, num_bisections: int = 20):
-    """Bisect in unconstrained space for the valid point nearest ``requested``."""
-    low, high = 0.0, 1.0  # fraction of the way from ``valid`` to ``requested``
-    for _ in range(num_bisections):
-        middle = (low + high) / 2.0
-        point = jax.tree.map(lambda a, b: a + middle * (b - a), valid, requested)
-        if np.isfinite(potential(point)):
-            low = middle
-        else:
-            high = middle
-    return jax.tree.map(lambda a, b: a + low * (b - a), valid, requested)
 
 
 def _jitter(z, key):
