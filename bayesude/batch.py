@@ -188,6 +188,7 @@ def _outcomes(tasks, workers):
     # Worker processes are spawned, never forked: JAX is not safe across fork.
     with LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+        silence_logs=logging.WARNING,
     ) as cluster, Client(cluster) as client:
         logger.info("Dask dashboard: %s", client.dashboard_link)
         futures = [client.submit(run_fit_task, task, pure=False) for task in tasks]

@@ -52,7 +52,7 @@ def passive_fit(passive_recording):
     """NUTS fit of the passive membrane to synthetic data, shared by several tests."""
     spec = bayesude.ModelSpecification(mechanistic="passive_membrane", observed={"voltage": "V"})
     return bayesude.fit(
-        spec, passive_recording, num_chains=2, num_warmup=300, num_samples=300,
+        spec, passive_recording, num_chains=2, num_warmup=300, num_samples=400,
         seed=1, progress_bar=False, init="svi", svi_steps=500, subject="synthetic",
         model_name="passive",
     )
