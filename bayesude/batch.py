@@ -208,6 +208,8 @@ def _store(outcome: FitOutcome, output_dir: pathlib.Path) -> None:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(outcome.netcdf)
+    # mkstemp creates files readable by their owner only; results are for sharing.
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
     logger.info(
         "Fitted %s to %s in %.0f s; saved %s.",
@@ -251,6 +253,7 @@ def _write_csv_atomically(table: pd.DataFrame, path: pathlib.Path) -> None:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(descriptor)
     table.to_csv(temporary, index=False)
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
 
 

@@ -214,6 +214,7 @@ def save_fit(idata: az.InferenceData, path: str | os.PathLike) -> pathlib.Path:
     os.close(descriptor)
     try:
         idata.to_netcdf(temporary)
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         pathlib.Path(temporary).unlink(missing_ok=True)
