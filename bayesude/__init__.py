@@ -16,7 +16,8 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 _cache = os.environ.get(
-    "BAYESUDE_COMPILATION_CACHE", str(pathlib.Path.home() / ".cache" / "bayesude" / "jax")
+    "BAYESUDE_COMPILATION_CACHE",
+    str(pathlib.Path.home() / ".cache" / "bayesude" / "jax"),
 )
 if _cache:
     jax.config.update("jax_compilation_cache_dir", _cache)

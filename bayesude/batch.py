@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import pathlib
 import tempfile
 import time
@@ -28,9 +27,10 @@ from tqdm.auto import tqdm
 
 from bayesude.core.specification import specification_from_dict
 from bayesude.diagnostics import summarise_fits
+from bayesude.files import atomic_path
 from bayesude.recordings import load_current_clamp, select_subject
 from bayesude.report import write_report
-from bayesude.results import load_fit, save_fit
+from bayesude.results import load_fit
 from bayesude.workflow import Workflow
 
 logger = logging.getLogger(__name__)
@@ -85,15 +85,23 @@ def run_fit_task(task: FitTask) -> FitOutcome:
         settings = dict(task.inference)
         settings["seed"] = fit_seed(settings["seed"], task.subject, task.model_name)
         idata = fit(
-            spec, task.data, progress_bar=False, subject=task.subject,
-            model_name=task.model_name, **settings,
+            spec,
+            task.data,
+            progress_bar=False,
+            subject=task.subject,
+            model_name=task.model_name,
+            **settings,
         )
         netcdf = _netcdf_bytes(idata)
-        return FitOutcome(task.subject, task.model_name, netcdf, None, time.perf_counter() - started)
+        return FitOutcome(
+            task.subject, task.model_name, netcdf, None, time.perf_counter() - started
+        )
     except Exception as error:  # noqa: BLE001  (any failure is recorded, not raised)
         logger.debug("Fit failed:\n%s", traceback.format_exc())
         reason = f"{type(error).__name__}: {error}"
-        return FitOutcome(task.subject, task.model_name, None, reason, time.perf_counter() - started)
+        return FitOutcome(
+            task.subject, task.model_name, None, reason, time.perf_counter() - started
+        )
 
 
 def _netcdf_bytes(idata: az.InferenceData) -> bytes:
@@ -117,7 +125,10 @@ def build_tasks(workflow: Workflow) -> list[FitTask]:
         for model_name, spec in workflow.specifications.items():
             tasks.append(
                 FitTask(
-                    subject, model_name, spec.as_dict(), subject_data,
+                    subject,
+                    model_name,
+                    spec.as_dict(),
+                    subject_data,
                     workflow.inference[model_name],
                 )
             )
@@ -156,7 +167,9 @@ def run_workflow(
     tasks = build_tasks(workflow)
     logger.info(
         "Workflow %s: %d fits (%d subjects × %d models) on %s.",
-        workflow.name, len(tasks), len(workflow.settings.data.subjects),
+        workflow.name,
+        len(tasks),
+        len(workflow.settings.data.subjects),
         len(workflow.specifications),
         f"{workers} worker processes" if workers else "this process",
     )
@@ -167,7 +180,9 @@ def run_workflow(
 
 
 def _run_tasks(tasks, workers, output_dir, progress_bar) -> list[FitOutcome]:
-    bar = tqdm(total=len(tasks), desc="fits finished", unit="fit", disable=not progress_bar)
+    bar = tqdm(
+        total=len(tasks), desc="fits finished", unit="fit", disable=not progress_bar
+    )
     outcomes = []
     for outcome in _outcomes(tasks, workers):
         _store(outcome, output_dir)
@@ -186,10 +201,16 @@ def _outcomes(tasks, workers):
     from distributed import Client, LocalCluster, as_completed
 
     # Worker processes are spawned, never forked: JAX is not safe across fork.
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-        silence_logs=logging.WARNING,
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.WARNING,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         logger.info("Dask dashboard: %s", client.dashboard_link)
         futures = [client.submit(run_fit_task, task, pure=False) for task in tasks]
         for future in as_completed(futures):
@@ -200,20 +221,21 @@ def _store(outcome: FitOutcome, output_dir: pathlib.Path) -> None:
     if outcome.error is not None:
         logger.warning(
             "Fit of %s to %s failed after %.0f s: %s",
-            outcome.model_name, outcome.subject, outcome.wall_time_s, outcome.error,
+            outcome.model_name,
+            outcome.subject,
+            outcome.wall_time_s,
+            outcome.error,
         )
         return
     path = output_dir / FITS_FOLDER / f"{outcome.subject}__{outcome.model_name}.nc"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(outcome.netcdf)
-    # mkstemp creates files readable by their owner only; results are for sharing.
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(outcome.netcdf)
     logger.info(
         "Fitted %s to %s in %.0f s; saved %s.",
-        outcome.model_name, outcome.subject, outcome.wall_time_s, path,
+        outcome.model_name,
+        outcome.subject,
+        outcome.wall_time_s,
+        path,
     )
 
 
@@ -221,15 +243,19 @@ def write_outputs(output_dir, title, tasks, outcomes) -> pd.DataFrame:
     """Write ``summary.csv`` and ``report.html`` from the saved fits."""
     order = {(t.subject, t.model_name): i for i, t in enumerate(tasks)}
     succeeded = sorted(
-        (o for o in outcomes if o.error is None), key=lambda o: order[(o.subject, o.model_name)]
+        (o for o in outcomes if o.error is None),
+        key=lambda o: order[(o.subject, o.model_name)],
     )
     idatas = [
-        load_fit(output_dir / FITS_FOLDER / f"{o.subject}__{o.model_name}.nc") for o in succeeded
+        load_fit(output_dir / FITS_FOLDER / f"{o.subject}__{o.model_name}.nc")
+        for o in succeeded
     ]
     summary = summarise_fits(idatas)
     failed = [o for o in outcomes if o.error is not None]
     if failed:
-        summary = pd.concat([summary, _failure_rows(failed, summary.columns)], ignore_index=True)
+        summary = pd.concat(
+            [summary, _failure_rows(failed, summary.columns)], ignore_index=True
+        )
     _write_csv_atomically(summary, output_dir / SUMMARY_FILENAME)
     report = write_report(output_dir, idatas, summary, title)
     logger.info("Wrote %s and %s.", output_dir / SUMMARY_FILENAME, report)
@@ -241,29 +267,29 @@ def _failure_rows(failed: list[FitOutcome], columns) -> pd.DataFrame:
     for outcome in failed:
         row = {column: np.nan for column in columns}
         row.update(
-            subject=outcome.subject, model=outcome.model_name, converged=False,
-            problems=f"fit failed: {outcome.error}", wall_time_s=outcome.wall_time_s,
+            subject=outcome.subject,
+            model=outcome.model_name,
+            converged=False,
+            problems=f"fit failed: {outcome.error}",
+            wall_time_s=outcome.wall_time_s,
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
 
 def _write_csv_atomically(table: pd.DataFrame, path: pathlib.Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(descriptor)
-    table.to_csv(temporary, index=False)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, index=False)
 
 
 def rebuild_report(results_dir: pathlib.Path, title: str | None = None) -> pathlib.Path:
-    """Rebuild ``summary.csv`` and ``report.html`` from the fits saved in ``results_dir``."""
+    """Rebuild ``summary.csv`` and ``report.html`` from the fits in ``results_dir``."""
     results_dir = pathlib.Path(results_dir)
     paths = sorted((results_dir / FITS_FOLDER).glob("*.nc"))
     if not paths:
         raise FileNotFoundError(
-            f"No fits in {results_dir / FITS_FOLDER}; run a workflow into {results_dir} first."
+            f"No fits in {results_dir / FITS_FOLDER}; run a workflow into "
+            f"{results_dir} first."
         )
     idatas = [load_fit(path) for path in paths]
     summary = summarise_fits(idatas)

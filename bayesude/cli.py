@@ -28,17 +28,25 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.argument("workflow_file", type=click.Path(path_type=pathlib.Path))
 @click.option(
-    "--output", type=click.Path(path_type=pathlib.Path), default=None,
+    "--output",
+    type=click.Path(path_type=pathlib.Path),
+    default=None,
     help="Results directory (default: results/<workflow name>/).",
 )
 @click.option(
-    "--workers", type=click.IntRange(min=0), default=None,
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
     help="Worker processes of the local Dask cluster; 0 fits in this process "
     "(default: the workflow's execution.workers).",
 )
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(workflow_file: pathlib.Path, output: pathlib.Path | None, workers: int | None,
-        no_progress: bool) -> None:
+def run(
+    workflow_file: pathlib.Path,
+    output: pathlib.Path | None,
+    workers: int | None,
+    no_progress: bool,
+) -> None:
     """Fit every subject of WORKFLOW_FILE with every model, and write the report."""
     from bayesude.batch import run_workflow
 
@@ -65,7 +73,7 @@ def report(results_dir: pathlib.Path) -> None:
 
 
 def _or_exit(function, *args, **kwargs):
-    """Call ``function``; a bad input ends the command with its message, not a traceback."""
+    """Call ``function``; bad input ends the command with a message, not a traceback."""
     try:
         return function(*args, **kwargs)
     except (FileNotFoundError, ValueError) as error:

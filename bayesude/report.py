@@ -11,9 +11,7 @@ does both and writes the file.
 import base64
 import io
 import math
-import os
 import pathlib
-import tempfile
 
 import arviz as az
 import jinja2
@@ -24,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bayesude.diagnostics import compare_models
+from bayesude.files import atomic_path
 
 __all__ = ["render_report", "report_context", "write_report"]
 
@@ -90,7 +89,10 @@ def write_report(
     results_dir = pathlib.Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     html = render_report(report_context(idatas, summary, title))
-    return _write_atomically(results_dir / REPORT_FILENAME, html)
+    path = results_dir / REPORT_FILENAME
+    with atomic_path(path) as temporary:
+        temporary.write_text(html, encoding="utf-8")
+    return path
 
 
 def report_context(
@@ -143,25 +145,6 @@ def render_report(context: dict) -> str:
         undefined=jinja2.StrictUndefined,
     )
     return environment.get_template(REPORT_FILENAME).render(**context)
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> pathlib.Path:
-    # Write beside the target so os.replace stays on one file system.
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        # mkstemp creates the file private to its owner; a report is for sharing.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _check_summary_columns(summary: pd.DataFrame) -> None:

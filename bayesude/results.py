@@ -12,7 +12,6 @@ import importlib.metadata
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import arviz as az
@@ -23,12 +22,20 @@ import xarray as xr
 from numpyro.infer import Predictive
 
 from bayesude.core.specification import ModelSpecification
+from bayesude.files import atomic_path
 from bayesude.inference.model import SOLVER_SUCCESS_SITE, BuiltModel
 from bayesude.inference.prepared_data import PreparedData
 
 #: Packages whose versions are stored with every fit.
 RECORDED_PACKAGES = (
-    "bayesude", "jax", "jaxlib", "numpyro", "diffrax", "equinox", "arviz", "xarray",
+    "bayesude",
+    "jax",
+    "jaxlib",
+    "numpyro",
+    "diffrax",
+    "equinox",
+    "arviz",
+    "xarray",
 )
 
 _WARMUP_PREFIX = "warmup:"
@@ -74,7 +81,9 @@ def assemble_inference_data(
         posterior_predictive=predictive,
         log_likelihood=log_likelihood,
         observed_data=observed_data,
-        sample_stats={k: v for k, v in stats.items() if not k.startswith(_WARMUP_PREFIX)},
+        sample_stats={
+            k: v for k, v in stats.items() if not k.startswith(_WARMUP_PREFIX)
+        },
         dims=dims,
         coords=coords,
     )
@@ -84,10 +93,16 @@ def assemble_inference_data(
             sweep=(observation, data.sweeps[variable.sweep_index]),
             time=(observation, data.times[variable.time_index]),
         )
-    warmup = {k[len(_WARMUP_PREFIX):]: v for k, v in stats.items() if k.startswith(_WARMUP_PREFIX)}
+    warmup = {
+        k[len(_WARMUP_PREFIX) :]: v
+        for k, v in stats.items()
+        if k.startswith(_WARMUP_PREFIX)
+    }
     if warmup:
         idata.add_groups(warmup_sample_stats=_chain_draw_dataset(warmup))
-    idata.add_groups(predictions=_thinned_trajectories(data, trajectories, num_trajectory_draws))
+    idata.add_groups(
+        predictions=_thinned_trajectories(data, trajectories, num_trajectory_draws)
+    )
     idata.posterior.attrs.update(_attributes(spec, data, attributes))
     return idata
 
@@ -95,14 +110,16 @@ def assemble_inference_data(
 def _trajectories(
     built: BuiltModel, data: PreparedData, samples: dict[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Noise-free trajectories ``{variable: (chain, draw, sweep, time)}`` and solve success."""
+    """Noise-free trajectories, ``{variable: (chain, draw, sweep, time)}``; success."""
     sites = [f"{name}_trajectory" for name in data.observed] + [SOLVER_SUCCESS_SITE]
     num_chains = next(iter(samples.values())).shape[0]
     # One chain at a time bounds memory by one chain's trajectories.
     per_chain = []
     for chain in range(num_chains):
         chain_samples = {name: value[chain] for name, value in samples.items()}
-        predictive = Predictive(built.model, posterior_samples=chain_samples, return_sites=sites)
+        predictive = Predictive(
+            built.model, posterior_samples=chain_samples, return_sites=sites
+        )
         outputs = predictive(jax.random.key(0), observe=False, record_trajectories=True)
         per_chain.append({name: np.asarray(value) for name, value in outputs.items()})
     trajectories = {
@@ -141,14 +158,17 @@ def _dimensions(data: PreparedData, built: BuiltModel):
         dims[name] = [f"{name}_observation"]
     for variable in data.observed.values():
         dims[f"{variable.state}_0"] = ["sweep"]
-    for name, network in built.networks.items():
+    for name in built.networks:
         dims[f"{name}_weights"] = [f"{name}_weight"]
     return dims, coords
 
 
 def _chain_draw_dataset(values: dict[str, np.ndarray]) -> xr.Dataset:
     return xr.Dataset(
-        {name: (("chain", "draw"), np.asarray(value)) for name, value in values.items()},
+        {
+            name: (("chain", "draw"), np.asarray(value))
+            for name, value in values.items()
+        },
         coords={
             "chain": np.arange(next(iter(values.values())).shape[0]),
             "draw": np.arange(next(iter(values.values())).shape[1]),
@@ -168,8 +188,10 @@ def _thinned_trajectories(data, trajectories, num_draws) -> xr.Dataset:
     return xr.Dataset(
         variables,
         coords={
-            "chain": [0], "draw": np.arange(chosen.size),
-            "sweep": data.sweeps, "time": data.times,
+            "chain": [0],
+            "draw": np.arange(chosen.size),
+            "sweep": data.sweeps,
+            "time": data.times,
         },
     )
 
@@ -184,7 +206,9 @@ def _attributes(spec: ModelSpecification, data: PreparedData, attributes: dict) 
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
     for name, value in attributes.items():
-        stored[name] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+        stored[name] = (
+            json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+        )
     return stored
 
 
@@ -208,17 +232,8 @@ def save_fit(idata: az.InferenceData, path: str | os.PathLike) -> pathlib.Path:
     path
         Destination, conventionally ``fits/<subject>__<model>.nc``.
     """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        idata.to_netcdf(temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        idata.to_netcdf(str(temporary))
     return path
 
 
@@ -226,7 +241,9 @@ def load_fit(path: str | os.PathLike) -> az.InferenceData:
     """Read a fit written by :func:`save_fit`, fully loaded into memory."""
     path = pathlib.Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"No fit at {path}; run the workflow first, or check the path.")
+        raise FileNotFoundError(
+            f"No fit at {path}; run the workflow first, or check the path."
+        )
     idata = az.from_netcdf(path)
     for group in idata.groups():
         idata[group].load()

@@ -98,14 +98,16 @@ class Workflow:
             description = dict(description)
             overrides = description.pop("inference", None) or {}
             self.specifications[name] = specification_from_dict(description, where)
-            self.inference[name] = _inference_settings(settings.inference, overrides, where)
+            self.inference[name] = _inference_settings(
+                settings.inference, overrides, where
+            )
 
     @property
     def name(self) -> str:
         return self.settings.name
 
     def subject_files(self) -> dict[str, dict[str, Any]]:
-        """Per-subject loader descriptions with paths resolved against the workflow file."""
+        """Per-subject loader descriptions, paths resolved against the workflow file."""
         base = self.path.parent
         subjects = {}
         for subject, entry in self.settings.data.subjects.items():
@@ -164,11 +166,15 @@ def _inference_settings(
     try:
         merged = InferenceSection.model_validate({**defaults.model_dump(), **overrides})
     except pydantic.ValidationError as error:
-        raise ValueError(_describe_validation_error(f"{where}.inference", error)) from None
+        raise ValueError(
+            _describe_validation_error(f"{where}.inference", error)
+        ) from None
     return merged.model_dump()
 
 
-def _describe_validation_error(path: pathlib.Path | str, error: pydantic.ValidationError) -> str:
+def _describe_validation_error(
+    path: pathlib.Path | str, error: pydantic.ValidationError
+) -> str:
     lines = [f"{path} has {error.error_count()} problem(s):"]
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "(top level)"

@@ -21,24 +21,38 @@ def passive_response(times, amplitude_pa, tau_m, E_L, R_in):
     during = E_L + amplitude_mv * (1.0 - np.exp(-(times - STEP_ON_MS) / tau_m))
     at_off = E_L + amplitude_mv * (1.0 - np.exp(-(STEP_OFF_MS - STEP_ON_MS) / tau_m))
     after = E_L + (at_off - E_L) * np.exp(-(times - STEP_OFF_MS) / tau_m)
-    return np.where(times < STEP_ON_MS, E_L, np.where(times < STEP_OFF_MS, during, after))
+    return np.where(
+        times < STEP_ON_MS, E_L, np.where(times < STEP_OFF_MS, during, after)
+    )
 
 
-def membrane_recording(amplitudes_pa, truth, noise_mv, seed=0, dt_ms=1.0, t_end_ms=200.0):
-    """A synthetic current-clamp recording, dims (sweep, time), in the data convention."""
+def membrane_recording(
+    amplitudes_pa, truth, noise_mv, seed=0, dt_ms=1.0, t_end_ms=200.0
+):
+    """A synthetic current-clamp recording, dims (sweep, time)."""
     rng = np.random.default_rng(seed)
     times = np.arange(0.0, t_end_ms, dt_ms)
     voltage = np.stack([passive_response(times, a, **truth) for a in amplitudes_pa])
     voltage = voltage + noise_mv * rng.standard_normal(voltage.shape)
     current = np.stack(
-        [np.where((times >= STEP_ON_MS) & (times < STEP_OFF_MS), a, 0.0) for a in amplitudes_pa]
+        [
+            np.where((times >= STEP_ON_MS) & (times < STEP_OFF_MS), a, 0.0)
+            for a in amplitudes_pa
+        ]
     )
     return xr.Dataset(
         {
-            "voltage": (("sweep", "time"), voltage, {"units": "mV", "role": "observed"}),
+            "voltage": (
+                ("sweep", "time"),
+                voltage,
+                {"units": "mV", "role": "observed"},
+            ),
             "current": (("sweep", "time"), current, {"units": "pA", "role": "input"}),
         },
-        coords={"sweep": np.arange(len(amplitudes_pa)), "time": ("time", times, {"units": "ms"})},
+        coords={
+            "sweep": np.arange(len(amplitudes_pa)),
+            "time": ("time", times, {"units": "ms"}),
+        },
     )
 
 
@@ -50,9 +64,19 @@ def passive_recording():
 @pytest.fixture(scope="session")
 def passive_fit(passive_recording):
     """NUTS fit of the passive membrane to synthetic data, shared by several tests."""
-    spec = bayesude.ModelSpecification(mechanistic="passive_membrane", observed={"voltage": "V"})
+    spec = bayesude.ModelSpecification(
+        mechanistic="passive_membrane", observed={"voltage": "V"}
+    )
     return bayesude.fit(
-        spec, passive_recording, num_chains=2, num_warmup=300, num_samples=400,
-        seed=1, progress_bar=False, init="svi", svi_steps=500, subject="synthetic",
+        spec,
+        passive_recording,
+        num_chains=2,
+        num_warmup=300,
+        num_samples=400,
+        seed=1,
+        progress_bar=False,
+        init="svi",
+        svi_steps=500,
+        subject="synthetic",
         model_name="passive",
     )

@@ -63,7 +63,15 @@ def test_loaded_dataset_follows_the_recordings_convention(two_cells):
         assert variable.attrs["role"] == role
 
     assert two_cells["sweep_number"].sel(subject="cell_18711001").values.tolist() == [
-        0, 2, 5, -1, -1, -1, -1, -1, -1
+        0,
+        2,
+        5,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
     ]
     assert two_cells["source_file"].values.tolist() == ["18711001.nc", "File_axon_5.nc"]
 
@@ -152,7 +160,10 @@ def test_current_keeps_exact_command_levels_and_one_sample_step_edges(two_cells)
     # The step starts at 823.4 ms: the 823 ms sample still holds 0 pA, 824 ms
     # already holds the full step; no filtered value in between.
     assert current.sel(time=[822.0, 823.0, 824.0, 825.0]).values.tolist() == [
-        0.0, 0.0, 50.0, 50.0
+        0.0,
+        0.0,
+        50.0,
+        50.0,
     ]
 
 

@@ -1,4 +1,4 @@
-"""A solve that exhausts its step budget rejects the proposal; it never aborts the run."""
+"""A solve that exhausts its step budget rejects a proposal, not the run."""
 
 import arviz as az
 import diffrax
@@ -17,7 +17,12 @@ def _steps_needed(growth_rate: float) -> int:
         return growth_rate * y * (1.0 - y / 10.0)
 
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), diffrax.Tsit5(), 0.0, 10.0, None, jnp.array(0.1),
+        diffrax.ODETerm(vector_field),
+        diffrax.Tsit5(),
+        0.0,
+        10.0,
+        None,
+        jnp.array(0.1),
         saveat=diffrax.SaveAt(ts=jnp.asarray(TIMES)),
         stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-8),
         max_steps=100_000,
@@ -52,8 +57,15 @@ def logistic_problem():
 def test_failed_solves_during_warmup_are_rejected_and_counted(logistic_problem):
     spec, data = logistic_problem
     idata = bayesude.fit(
-        spec, data, num_chains=2, num_warmup=300, num_samples=300, seed=0,
-        progress_bar=False, init="prior", initial_values=[{"r": 200.0}, None],
+        spec,
+        data,
+        num_chains=2,
+        num_warmup=300,
+        num_samples=300,
+        seed=0,
+        progress_bar=False,
+        init="prior",
+        initial_values=[{"r": 200.0}, None],
     )
     assert int(idata.warmup_sample_stats["solver_failure"].sel(chain=0).sum()) >= 1
     for name in idata.posterior.data_vars:

@@ -38,18 +38,24 @@ def test_fully_neural_model_must_name_its_states():
 def test_unknown_model_term_and_state_are_named_in_errors():
     with pytest.raises(ValueError, match="Unknown mechanistic model 'hodgkin'"):
         bayesude.ModelSpecification(mechanistic="hodgkin", observed={"voltage": "V"})
-    with pytest.raises(ValueError, match="no replaceable term 'cubic'.*slow_activation"):
+    with pytest.raises(
+        ValueError, match="no replaceable term 'cubic'.*slow_activation"
+    ):
         bayesude.ModelSpecification(
             mechanistic="slow_current_membrane",
             observed={"voltage": "V"},
             neural_terms=(bayesude.NeuralTerm("net", replaces="cubic"),),
         )
     with pytest.raises(ValueError, match="mapped to state 'U'"):
-        bayesude.ModelSpecification(mechanistic="passive_membrane", observed={"voltage": "U"})
+        bayesude.ModelSpecification(
+            mechanistic="passive_membrane", observed={"voltage": "U"}
+        )
 
 
 def test_unknown_field_in_a_model_description_is_reported_with_its_place():
-    with pytest.raises(ValueError, match="cells.yaml: models.passive: unknown field.*'obsreved'"):
+    with pytest.raises(
+        ValueError, match="cells.yaml: models.passive: unknown field.*'obsreved'"
+    ):
         bayesude.specification_from_dict(
             {"mechanistic": "passive_membrane", "obsreved": {"voltage": "V"}},
             "cells.yaml: models.passive",
@@ -69,7 +75,11 @@ def test_fitzhugh_nagumo_vector_field_matches_its_equations():
     model = mechanistic_model("fitzhugh_nagumo")
     params = {"a": 0.7, "b": 0.8, "tau": 12.5, "I_ext": 0.5}
     derivative = model.vector_field(
-        0.0, {"v": jnp.array(1.0), "w": jnp.array(0.5)}, params, {}, model.default_terms(params)
+        0.0,
+        {"v": jnp.array(1.0), "w": jnp.array(0.5)},
+        params,
+        {},
+        model.default_terms(params),
     )
     assert float(derivative["v"]) == pytest.approx(1.0 - 1.0 / 3.0 - 0.5 + 0.5)
     assert float(derivative["w"]) == pytest.approx((1.0 + 0.7 - 0.8 * 0.5) / 12.5)
@@ -77,10 +87,21 @@ def test_fitzhugh_nagumo_vector_field_matches_its_equations():
 
 def test_slow_current_is_zero_at_rest_whatever_the_activation():
     model = mechanistic_model("slow_current_membrane")
-    params = {"tau_m": 20.0, "E_L": -70.0, "R_in": 100.0, "tau_w": 50.0,
-              "g_w": 5.0, "V_half": -80.0, "k_w": 8.0}
+    params = {
+        "tau_m": 20.0,
+        "E_L": -70.0,
+        "R_in": 100.0,
+        "tau_w": 50.0,
+        "g_w": 5.0,
+        "V_half": -80.0,
+        "k_w": 8.0,
+    }
     terms = {"slow_activation": lambda v: jnp.sin(v) + 3.0}
     derivative = model.vector_field(
-        0.0, {"V": jnp.array(-70.0), "w": jnp.array(0.0)}, params, {"current": 0.0}, terms
+        0.0,
+        {"V": jnp.array(-70.0), "w": jnp.array(0.0)},
+        params,
+        {"current": 0.0},
+        terms,
     )
     assert float(derivative["V"]) == 0.0 and float(derivative["w"]) == 0.0

@@ -9,7 +9,9 @@ from click.testing import CliRunner
 from bayesude.cli import main
 from bayesude.workflow import load_workflow
 
-DATA_FILE = pathlib.Path(__file__).parents[1] / "data" / "current_clamp" / "File_axon_5.nc"
+DATA_FILE = (
+    pathlib.Path(__file__).parents[1] / "data" / "current_clamp" / "File_axon_5.nc"
+)
 
 TINY_WORKFLOW = f"""
 name: tiny
@@ -43,13 +45,25 @@ def _write(tmp_path, text, name="workflow.yaml"):
 def test_cli_runs_a_tiny_workflow_and_writes_fits_summary_and_report(tmp_path):
     workflow = _write(tmp_path, TINY_WORKFLOW)
     output = tmp_path / "results"
-    result = CliRunner().invoke(main, ["run", str(workflow), "--output", str(output), "--no-progress"])
+    result = CliRunner().invoke(
+        main, ["run", str(workflow), "--output", str(output), "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     assert (output / "fits" / "axon5__passive.nc").exists()
     summary = pd.read_csv(output / "summary.csv")
-    assert list(summary["subject"]) == ["axon5"] and list(summary["model"]) == ["passive"]
-    for column in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
-                   "solver_failures", "elpd_loo", "elpd_loo_se", "wall_time_s"):
+    assert list(summary["subject"]) == ["axon5"] and list(summary["model"]) == [
+        "passive"
+    ]
+    for column in (
+        "max_rhat",
+        "min_ess_bulk",
+        "min_ess_tail",
+        "divergences",
+        "solver_failures",
+        "elpd_loo",
+        "elpd_loo_se",
+        "wall_time_s",
+    ):
         assert column in summary
     assert "data:image/png;base64," in (output / "report.html").read_text()
 
@@ -58,8 +72,13 @@ def test_cli_runs_a_tiny_workflow_and_writes_fits_summary_and_report(tmp_path):
 
 
 def test_workflow_naming_a_missing_file_says_which_field_and_how_to_fix(tmp_path):
-    workflow = _write(tmp_path, TINY_WORKFLOW.replace(str(DATA_FILE), "no_such_cell.nc"))
-    with pytest.raises(FileNotFoundError, match=r"data.subjects.axon5.file names no_such_cell.nc.*relative to"):
+    workflow = _write(
+        tmp_path, TINY_WORKFLOW.replace(str(DATA_FILE), "no_such_cell.nc")
+    )
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"data.subjects.axon5.file names no_such_cell.nc.*relative to",
+    ):
         load_workflow(workflow).subject_files()
     result = CliRunner().invoke(main, ["run", str(workflow)])
     assert result.exit_code == 2
@@ -70,15 +89,22 @@ def test_malformed_workflow_file_is_reported_with_file_and_field(tmp_path):
     broken_yaml = _write(tmp_path, "name: x\ndata: [unclosed\n", "broken.yaml")
     with pytest.raises(ValueError, match="broken.yaml is not valid YAML"):
         load_workflow(broken_yaml)
-    misspelt = _write(tmp_path, TINY_WORKFLOW.replace("num_chains", "num_chain"), "misspelt.yaml")
-    with pytest.raises(ValueError, match=r"(?s)misspelt.yaml has 1 problem.*inference.num_chain: unknown field"):
+    misspelt = _write(
+        tmp_path, TINY_WORKFLOW.replace("num_chains", "num_chain"), "misspelt.yaml"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)misspelt.yaml has 1 problem.*inference.num_chain: unknown field",
+    ):
         load_workflow(misspelt)
     missing = _write(tmp_path, "name: x\nmodels: {}\n", "missing.yaml")
     with pytest.raises(ValueError, match=r"data: required field is missing"):
         load_workflow(missing)
 
 
-def test_model_observing_a_variable_the_data_lack_names_it_and_the_available_ones(tmp_path):
+def test_model_observing_a_variable_the_data_lack_names_it_and_the_available_ones(
+    tmp_path,
+):
     workflow = _write(tmp_path, TINY_WORKFLOW.replace("{voltage: V}", "{potential: V}"))
     from bayesude.batch import build_tasks, run_fit_task
 

@@ -71,5 +71,7 @@ def evaluate_input(times: Array, values: Array, t: Array, interpolation: str) ->
     if interpolation == "linear":
         return jnp.interp(t, times, values)
     # side="right" makes the new level apply from the jump time itself onwards.
-    index = jnp.clip(jnp.searchsorted(times, t, side="right") - 1, 0, times.shape[0] - 1)
+    index = jnp.clip(
+        jnp.searchsorted(times, t, side="right") - 1, 0, times.shape[0] - 1
+    )
     return values[index]

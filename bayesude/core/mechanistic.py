@@ -173,7 +173,9 @@ class MechanisticModel:
         )
 
 
-def _bind_term(method: Callable[..., Array], params: Mapping[str, Array]) -> TermFunction:
+def _bind_term(
+    method: Callable[..., Array], params: Mapping[str, Array]
+) -> TermFunction:
     def term(*arguments: Array) -> Array:
         return method(params, *arguments)
 

@@ -139,7 +139,9 @@ class Network:
 
 
 def build_network(
-    term: NeuralTerm, inputs: tuple[str, ...], input_ranges: dict[str, tuple[float, float]]
+    term: NeuralTerm,
+    inputs: tuple[str, ...],
+    input_ranges: dict[str, tuple[float, float]],
 ) -> Network:
     """Build the template network of ``term`` reading ``inputs``.
 
@@ -187,8 +189,10 @@ def _weight_prior_scales(arrays: eqx.nn.MLP, prior_scale: float) -> Array:
     weights = [layer.weight for layer in arrays.layers]
     biases = [layer.bias for layer in arrays.layers]
     scaled = eqx.tree_at(
-        lambda mlp: [layer.weight for layer in mlp.layers]
-        + [layer.bias for layer in mlp.layers],
+        lambda mlp: (
+            [layer.weight for layer in mlp.layers]
+            + [layer.bias for layer in mlp.layers]
+        ),
         arrays,
         [jnp.full(w.shape, prior_scale / math.sqrt(w.shape[1])) for w in weights]
         + [jnp.full(b.shape, prior_scale) for b in biases],

@@ -68,7 +68,9 @@ class Prior:
 
 def prior(distribution: str, **arguments: float) -> Prior:
     """Build a :class:`Prior`: ``prior("LogNormal", loc=3.0, scale=0.5)``."""
-    return Prior(distribution, tuple(sorted((k, float(v)) for k, v in arguments.items())))
+    return Prior(
+        distribution, tuple(sorted((k, float(v)) for k, v in arguments.items()))
+    )
 
 
 def prior_from_dict(description: dict[str, Any], where: str) -> Prior:

@@ -83,15 +83,20 @@ class SolverSettings:
             )
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(
-                f"rtol and atol must be positive, got rtol={self.rtol}, atol={self.atol}."
+                f"rtol and atol must be positive, got rtol={self.rtol}, "
+                f"atol={self.atol}."
             )
         if int(self.max_steps) < 1:
-            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps}.")
+            raise ValueError(
+                f"max_steps must be a positive integer, got {self.max_steps}."
+            )
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def resolved(self, num_parameters: int, sampler_uses_forward_mode: bool) -> SolverSettings:
+    def resolved(
+        self, num_parameters: int, sampler_uses_forward_mode: bool
+    ) -> SolverSettings:
         """These settings with ``"automatic"`` replaced by the adjoint to use.
 
         Parameters
@@ -104,8 +109,12 @@ class SolverSettings:
         """
         if self.adjoint != "automatic":
             return self
-        forward = sampler_uses_forward_mode and num_parameters <= FORWARD_MODE_MAX_PARAMETERS
-        return dataclasses.replace(self, adjoint="forward" if forward else "recursive_checkpoint")
+        forward = (
+            sampler_uses_forward_mode and num_parameters <= FORWARD_MODE_MAX_PARAMETERS
+        )
+        return dataclasses.replace(
+            self, adjoint="forward" if forward else "recursive_checkpoint"
+        )
 
 
 def solve_at_times(
@@ -146,7 +155,9 @@ def solve_at_times(
         rtol=settings.rtol, atol=settings.atol
     )
     if jump_times.size:
-        controller = diffrax.ClipStepSizeController(controller, jump_ts=jnp.asarray(jump_times))
+        controller = diffrax.ClipStepSizeController(
+            controller, jump_ts=jnp.asarray(jump_times)
+        )
 
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
@@ -164,7 +175,9 @@ def solve_at_times(
     )
 
     states = solution.ys
-    success = (solution.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(states))
+    success = (solution.result == diffrax.RESULTS.successful) & jnp.all(
+        jnp.isfinite(states)
+    )
     # Replace a failed solve's states by zeros, so nothing non-finite reaches the
     # likelihood or its gradient; the caller turns success=False into -inf.
     return jnp.where(success, states, 0.0), success

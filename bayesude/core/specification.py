@@ -245,7 +245,9 @@ def _neural_term_as_dict(term: NeuralTerm) -> dict[str, Any]:
     return description
 
 
-def specification_from_dict(description: dict[str, Any], where: str) -> ModelSpecification:
+def specification_from_dict(
+    description: dict[str, Any], where: str
+) -> ModelSpecification:
     """Build a specification from plain data (a workflow entry or stored attribute).
 
     Parameters
@@ -276,7 +278,9 @@ def specification_from_dict(description: dict[str, Any], where: str) -> ModelSpe
         description["solver"] = SolverSettings(**(description.get("solver") or {}))
         description["states"] = tuple(description.get("states") or ())
         if "mechanistic" not in description:
-            raise ValueError("the field 'mechanistic' is required (a model name or null)")
+            raise ValueError(
+                "the field 'mechanistic' is required (a model name or null)"
+            )
         return ModelSpecification(**description)
     except (TypeError, ValueError) as error:
         message = str(error)

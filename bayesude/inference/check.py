@@ -72,7 +72,8 @@ def check_model(
     table["solved"] = solved
     table["finite_log_density"] = np.isfinite(log_densities)
     table["problem"] = [
-        _problem(ok, finite, spec.solver.max_steps) for ok, finite in zip(solved, np.isfinite(log_densities))
+        _problem(ok, finite, spec.solver.max_steps)
+        for ok, finite in zip(solved, np.isfinite(log_densities), strict=True)
     ]
     return table
 

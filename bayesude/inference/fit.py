@@ -16,7 +16,12 @@ import numpyro
 import xarray as xr
 from numpyro.infer import MCMC, SVI, Trace_ELBO, init_to_median, init_to_value
 from numpyro.infer.autoguide import AutoDelta, AutoNormal
-from numpyro.infer.util import initialize_model
+from numpyro.infer.util import (
+    constrain_fn,
+    initialize_model,
+    potential_energy,
+    unconstrain_fn,
+)
 
 from bayesude.core.specification import ModelSpecification
 from bayesude.inference.model import BuiltModel, build_model
@@ -120,14 +125,30 @@ def fit(
 
     if method == "nuts":
         samples, stats = _run_nuts(
-            spec, prepared, key_fit, num_chains, num_warmup, num_samples, progress_bar,
-            init, initial_values, target_accept_prob, max_tree_depth, dense_mass,
-            chain_method, svi_steps, svi_learning_rate,
+            spec,
+            prepared,
+            key_fit,
+            num_chains,
+            num_warmup,
+            num_samples,
+            progress_bar,
+            init,
+            initial_values,
+            target_accept_prob,
+            max_tree_depth,
+            dense_mass,
+            chain_method,
+            svi_steps,
+            svi_learning_rate,
         )
     else:
         built = build_model(spec, prepared)
         guide_samples, _ = _fit_guide(
-            built, key_fit, method, svi_steps, svi_learning_rate,
+            built,
+            key_fit,
+            method,
+            svi_steps,
+            svi_learning_rate,
             num_samples if method == "svi" else 1,
         )
         samples = {name: value[None] for name, value in guide_samples.items()}
@@ -135,27 +156,65 @@ def fit(
     wall_time = time.perf_counter() - started
 
     settings = {
-        "method": method, "num_chains": num_chains, "num_warmup": num_warmup,
-        "num_samples": num_samples, "init": init, "target_accept_prob": target_accept_prob,
-        "max_tree_depth": max_tree_depth, "dense_mass": dense_mass,
-        "chain_method": chain_method, "svi_steps": svi_steps,
+        "method": method,
+        "num_chains": num_chains,
+        "num_warmup": num_warmup,
+        "num_samples": num_samples,
+        "init": init,
+        "target_accept_prob": target_accept_prob,
+        "max_tree_depth": max_tree_depth,
+        "dense_mass": dense_mass,
+        "chain_method": chain_method,
+        "svi_steps": svi_steps,
         "svi_learning_rate": svi_learning_rate,
     }
-    logger.info("Fitted %s to %s with %s in %.1f s.", model_name or "model", subject, method, wall_time)
-    return assemble_inference_data(
-        spec=spec, data=prepared, built=build_model(spec, prepared), samples=samples,
-        stats=stats, key=key_predict, num_trajectory_draws=num_trajectory_draws,
+    logger.info(
+        "Fitted %s to %s with %s in %.1f s.",
+        model_name or "model",
+        subject,
+        method,
+        wall_time,
+    )
+    started = time.perf_counter()
+    idata = assemble_inference_data(
+        spec=spec,
+        data=prepared,
+        built=build_model(spec, prepared),
+        samples=samples,
+        stats=stats,
+        key=key_predict,
+        num_trajectory_draws=num_trajectory_draws,
         attributes={
-            "subject": subject, "model_name": model_name or (spec.mechanistic or "neural"),
-            "seed": seed, "wall_time_s": wall_time, "inference_settings": settings,
+            "subject": subject,
+            "model_name": model_name or (spec.mechanistic or "neural"),
+            "seed": seed,
+            "wall_time_s": wall_time,
+            "inference_settings": settings,
         },
     )
+    logger.info(
+        "Posterior predictive draws and log-likelihoods computed in %.1f s.",
+        time.perf_counter() - started,
+    )
+    return idata
 
 
 def _run_nuts(
-    spec, prepared, key, num_chains, num_warmup, num_samples, progress_bar, init,
-    initial_values, target_accept_prob, max_tree_depth, dense_mass, chain_method,
-    svi_steps, svi_learning_rate,
+    spec,
+    prepared,
+    key,
+    num_chains,
+    num_warmup,
+    num_samples,
+    progress_bar,
+    init,
+    initial_values,
+    target_accept_prob,
+    max_tree_depth,
+    dense_mass,
+    chain_method,
+    svi_steps,
+    svi_learning_rate,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     failure_log = SolverFailureLog(num_chains, chain_method)
     built = build_model(spec, prepared, failure_log)
@@ -166,37 +225,66 @@ def _run_nuts(
     # fitted to a model whose solve supports it.
     guide_model = build_model(_with_adjoint(spec, "recursive_checkpoint"), prepared)
     init_params, init_failures, inverse_mass_matrix = _initial_parameters(
-        built, guide_model, key_init, num_chains, init, initial_values, svi_steps,
+        guide_model,
+        key_init,
+        num_chains,
+        init,
+        initial_values,
+        svi_steps,
         svi_learning_rate,
     )
     kernel = FailureCountingNUTS(
-        built.model, failure_log, target_accept_prob=target_accept_prob,
-        max_tree_depth=max_tree_depth, dense_mass=dense_mass,
+        built.model,
+        failure_log,
+        target_accept_prob=target_accept_prob,
+        max_tree_depth=max_tree_depth,
+        dense_mass=dense_mass,
         forward_mode_differentiation=forward_mode,
         inverse_mass_matrix=inverse_mass_matrix,
     )
     mcmc = MCMC(
-        kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-        chain_method=chain_method, progress_bar=progress_bar,
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=progress_bar,
     )
-    extra_fields = ("diverging", "num_steps", "energy", "potential_energy", "accept_prob",
-                    "adapt_state.step_size")
+    extra_fields = (
+        "diverging",
+        "num_steps",
+        "energy",
+        "potential_energy",
+        "accept_prob",
+        "adapt_state.step_size",
+    )
 
     started = time.perf_counter()
     failure_log.start_phase(num_warmup)
-    mcmc.warmup(key_warmup, init_params=init_params, extra_fields=("diverging",),
-                collect_warmup=True)
+    mcmc.warmup(
+        key_warmup,
+        init_params=init_params,
+        extra_fields=("diverging",),
+        collect_warmup=True,
+    )
     warmup_failures = failure_log.stop()
     warmup_failures[:, 0] += init_failures
-    warmup_diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
-    logger.info("Warm-up finished in %.1f s (compilation included).", time.perf_counter() - started)
+    warmup_diverging = np.asarray(
+        mcmc.get_extra_fields(group_by_chain=True)["diverging"]
+    )
+    logger.info(
+        "Warm-up finished in %.1f s (compilation included).",
+        time.perf_counter() - started,
+    )
 
     failure_log.start_phase(num_samples)
     mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=extra_fields)
     sampling_failures = failure_log.stop()
     _log_failures(warmup_failures, sampling_failures)
 
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    samples = {
+        k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()
+    }
     extra = mcmc.get_extra_fields(group_by_chain=True)
     stats = {
         "diverging": np.asarray(extra["diverging"]),
@@ -214,8 +302,13 @@ def _run_nuts(
 
 
 def _initial_parameters(
-    built: BuiltModel, guide_model: BuiltModel, key, num_chains, init, initial_values,
-    svi_steps, svi_learning_rate,
+    guide_model: BuiltModel,
+    key,
+    num_chains,
+    init,
+    initial_values,
+    svi_steps,
+    svi_learning_rate,
 ) -> tuple[dict[str, jax.Array], np.ndarray, dict | None]:
     """Unconstrained starting points, failed starts and a starting mass matrix.
 
@@ -262,7 +355,9 @@ def _chain_values(default_values, chain) -> dict[str, Any] | None:
     return {name: value[chain] for name, value in default_values.items()}
 
 
-def _valid_start(built, key, values, fallback, init) -> tuple[dict[str, jax.Array], bool]:
+def _valid_start(
+    built, key, values, fallback, init
+) -> tuple[dict[str, jax.Array], bool]:
     """``values`` as a starting point if its log density is finite, else the default.
 
     ``built`` must support reverse-mode gradients (NumPyro's initialisation
@@ -272,15 +367,21 @@ def _valid_start(built, key, values, fallback, init) -> tuple[dict[str, jax.Arra
     strategy = init_to_median(num_samples=15)
     if fallback is not None:
         strategy = init_to_value(values=fallback)
-    default = initialize_model(key_default, built.model, init_strategy=strategy).param_info
+    default = initialize_model(
+        key_default, built.model, init_strategy=strategy
+    ).param_info
     default_z = default.z
     if fallback is not None and init == "map":
         default_z = _jitter(default_z, key_jitter)
     if values is None:
         return default_z, False
 
-    requested = _unconstrained_point(built, key_default, values, default_z)
-    potential = _potential(built)
+    constrained = {
+        **constrain_fn(built.model, (), {}, default_z),
+        **{name: jnp.asarray(value) for name, value in values.items()},
+    }
+    requested = unconstrain_fn(built.model, (), {}, constrained)
+    potential = jax.jit(lambda z: potential_energy(built.model, (), {}, z))
     if np.isfinite(potential(requested)):
         return requested, False
 
@@ -295,31 +396,15 @@ def _valid_start(built, key, values, fallback, init) -> tuple[dict[str, jax.Arra
     return default_z, True
 
 
-def _unconstrained_point(built, key, values, default_z) -> dict[str, jax.Array]:
-    from numpyro.infer.util import unconstrain_fn
-
-    constrained = {**_constrain(built, default_z), **{k: jnp.asarray(v) for k, v in values.items()}}
-    return unconstrain_fn(built.model, (), {}, constrained)
-
-
-def _constrain(built, z) -> dict[str, jax.Array]:
-    from numpyro.infer.util import constrain_fn
-
-    return constrain_fn(built.model, (), {}, z)
-
-
-def _potential(built):
-    from numpyro.infer.util import potential_energy
-
-    return jax.jit(lambda z: potential_energy(built.model, (), {}, z))
-
-
 def _jitter(z, key):
     leaves, treedef = jax.tree.flatten(z)
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(
         treedef,
-        [leaf + _MAP_START_JITTER * jax.random.normal(k, jnp.shape(leaf)) for leaf, k in zip(leaves, keys)],
+        [
+            leaf + _MAP_START_JITTER * jax.random.normal(k, jnp.shape(leaf))
+            for leaf, k in zip(leaves, keys, strict=True)
+        ],
     )
 
 
@@ -350,14 +435,20 @@ def _fit_guide(
         )
     logger.info(
         "%s optimisation: %d steps in %.1f s, final loss %.1f.",
-        method.upper(), num_steps, time.perf_counter() - started, float(result.losses[-1]),
+        method.upper(),
+        num_steps,
+        time.perf_counter() - started,
+        float(result.losses[-1]),
     )
     draws = guide.sample_posterior(key_draw, result.params, sample_shape=(num_draws,))
-    draws = {name: np.asarray(draws[name]) for name in draws if name in built.latent_sizes}
+    draws = {
+        name: np.asarray(draws[name]) for name in draws if name in built.latent_sizes
+    }
     scales = None
     if method == "svi":
         scales = {
-            name: np.asarray(result.params[f"{name}_auto_scale"]) for name in built.latent_sizes
+            name: np.asarray(result.params[f"{name}_auto_scale"])
+            for name in built.latent_sizes
         }
     return draws, scales
 
@@ -367,12 +458,17 @@ def _log_failures(warmup: np.ndarray, sampling: np.ndarray) -> None:
         logger.info(
             "Proposals rejected because the ODE solve failed: %d during warm-up and %d "
             "during sampling (per chain: %s / %s).",
-            warmup.sum(), sampling.sum(), warmup.sum(axis=1).tolist(), sampling.sum(axis=1).tolist(),
+            warmup.sum(),
+            sampling.sum(),
+            warmup.sum(axis=1).tolist(),
+            sampling.sum(axis=1).tolist(),
         )
 
 
 def _with_adjoint(spec: ModelSpecification, adjoint: str) -> ModelSpecification:
-    return dataclasses.replace(spec, solver=dataclasses.replace(spec.solver, adjoint=adjoint))
+    return dataclasses.replace(
+        spec, solver=dataclasses.replace(spec.solver, adjoint=adjoint)
+    )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -110,7 +110,9 @@ def build_model(
             predicted = trajectory[variable.sweep_index, variable.time_index]
             noise = _observation_distribution(spec, data, variable.name, predicted)
             numpyro.sample(
-                variable.name, noise, obs=jnp.asarray(variable.values) if observe else None
+                variable.name,
+                noise,
+                obs=jnp.asarray(variable.values) if observe else None,
             )
 
     return BuiltModel(
@@ -132,7 +134,10 @@ def _latent_sizes(spec, data, networks) -> dict[str, int]:
 
 
 def _sample_parameters(spec: ModelSpecification) -> dict[str, Array]:
-    params = {p.name: numpyro.sample(p.name, p.prior.to_numpyro()) for p in spec.free_parameters()}
+    params = {
+        p.name: numpyro.sample(p.name, p.prior.to_numpyro())
+        for p in spec.free_parameters()
+    }
     params.update({name: jnp.asarray(value) for name, value in spec.fixed.items()})
     return params
 
@@ -146,7 +151,8 @@ def _build_networks(spec: ModelSpecification, data: PreparedData) -> dict[str, N
         missing = [name for name in inputs if name not in ranges]
         if missing:
             raise ValueError(
-                f"Neural term {term.name!r} reads {missing}, whose range cannot be read "
+                f"Neural term {term.name!r} reads {missing}, whose range cannot be "
+                f"read "
                 f"from the data (not observed); give it in the term's input_ranges, "
                 f"e.g. input_ranges: {{{missing[0]}: [LOW, HIGH]}}."
             )
@@ -173,7 +179,7 @@ def _scalar_network(network: Network, weights: Array) -> Callable[..., Array]:
 
 
 def _make_vector_field(spec, data, networks):
-    """The vector field of all sweeps at once: ``y`` has shape ``(num_sweeps, num_states)``.
+    """Vector field of all sweeps, ``y`` of shape ``(num_sweeps, num_states)``.
 
     Sweeps are solved as one system rather than one solve per sweep: they share
     the protocol's timing, so the step-size controller picks steps that suit
@@ -201,7 +207,9 @@ def _make_vector_field(spec, data, networks):
         readable = {**state, **inputs}
         for term in additive_terms:
             network = networks[term.name]
-            outputs = network(weights[term.name], *(readable[n] for n in network.inputs))
+            outputs = network(
+                weights[term.name], *(readable[n] for n in network.inputs)
+            )
             for index, name in enumerate(term.adds_to):
                 derivatives[name] = derivatives[name] + outputs[index]
         return jnp.stack([derivatives[name] for name in state_names])
@@ -218,9 +226,13 @@ def _make_vector_field(spec, data, networks):
 def _make_solver(spec, data, vector_field):
     """``solve(y0, params, weights) -> (states (sweep, time, state), success)``."""
     times = jnp.asarray(data.times)
-    inputs = {name: jnp.asarray(sampled.values) for name, sampled in data.inputs.items()}
+    inputs = {
+        name: jnp.asarray(sampled.values) for name, sampled in data.inputs.items()
+    }
     jump_times = data.jump_times()
-    jump_times = jump_times[(jump_times > data.times[0]) & (jump_times < data.times[-1])]
+    jump_times = jump_times[
+        (jump_times > data.times[0]) & (jump_times < data.times[-1])
+    ]
 
     def solve(y0, params, weights):
         states, success = solve_at_times(
@@ -257,7 +269,9 @@ def _initial_states(spec, data, params, weights, networks) -> Array:
         derived = jax.vmap(
             lambda observed: model.initial_unobserved_state(observed, params, terms)
         )({name: known[name] for name in known})
-        known.update({name: value for name, value in derived.items() if name in missing})
+        known.update(
+            {name: value for name, value in derived.items() if name in missing}
+        )
     missing = [name for name in spec.state_names if name not in known]
     if missing:
         raise ValueError(

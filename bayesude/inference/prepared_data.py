@@ -86,7 +86,9 @@ class PreparedData:
         return ranges
 
 
-def prepare_data(spec: ModelSpecification, data: xr.Dataset, subject: str) -> PreparedData:
+def prepare_data(
+    spec: ModelSpecification, data: xr.Dataset, subject: str
+) -> PreparedData:
     """Select what ``spec`` needs from one subject's data, with clear errors.
 
     Parameters
@@ -118,7 +120,8 @@ def prepare_data(spec: ModelSpecification, data: xr.Dataset, subject: str) -> Pr
     times, time_units = _model_times(data, spec, subject)
 
     observed = {
-        name: _observed_variable(data, name, spec.observed[name]) for name in observed_names
+        name: _observed_variable(data, name, spec.observed[name])
+        for name in observed_names
     }
     inputs = {
         model_name: _sampled_input(data, data_name, times, spec, subject)
@@ -169,7 +172,10 @@ def _observed_variable(data: xr.Dataset, name: str, state: str) -> ObservedVaria
     values = np.asarray(data[name].values, dtype=float)
     sweep_index, time_index = np.nonzero(np.isfinite(values))
     first_values = np.array(
-        [row[np.isfinite(row)][0] if np.isfinite(row).any() else np.nan for row in values]
+        [
+            row[np.isfinite(row)][0] if np.isfinite(row).any() else np.nan
+            for row in values
+        ]
     )
     return ObservedVariable(
         name=name,
@@ -178,12 +184,18 @@ def _observed_variable(data: xr.Dataset, name: str, state: str) -> ObservedVaria
         values=values[sweep_index, time_index],
         sweep_index=sweep_index,
         time_index=time_index,
-        first_values=np.where(np.isfinite(first_values), first_values, np.nanmean(values)),
+        first_values=np.where(
+            np.isfinite(first_values), first_values, np.nanmean(values)
+        ),
     )
 
 
 def _sampled_input(
-    data: xr.Dataset, name: str, times: np.ndarray, spec: ModelSpecification, subject: str
+    data: xr.Dataset,
+    name: str,
+    times: np.ndarray,
+    spec: ModelSpecification,
+    subject: str,
 ) -> SampledInput:
     values = np.asarray(data[name].values, dtype=float)
     if not np.isfinite(values).all():
@@ -192,4 +204,6 @@ def _sampled_input(
             f"where the subject was observed; an input must be known wherever the "
             f"model is solved. Fill the protocol or crop the window."
         )
-    return SampledInput(times=times, values=values, interpolation=spec.input_interpolation)
+    return SampledInput(
+        times=times, values=values, interpolation=spec.input_interpolation
+    )

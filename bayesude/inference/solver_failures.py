@@ -49,7 +49,7 @@ class SolverFailureLog:
         self.active = True
 
     def stop(self) -> np.ndarray:
-        """Stop counting and return failures per transition, ``(num_chains, num_transitions)``."""
+        """Stop counting; return failures ``(num_chains, num_transitions)``."""
         self.active = False
         return self.failures.copy()
 
@@ -82,7 +82,9 @@ class SolverFailureLog:
         return int(finished[0]) if finished.size else self.num_chains - 1
 
     def _start_phase(self, num_transitions: int) -> None:
-        self.failures = np.zeros((self.num_chains, max(num_transitions, 1)), dtype=np.int64)
+        self.failures = np.zeros(
+            (self.num_chains, max(num_transitions, 1)), dtype=np.int64
+        )
         self._completed = np.zeros(self.num_chains, dtype=np.int64)
         self._evaluation_calls = 0
         self._end_calls = 0

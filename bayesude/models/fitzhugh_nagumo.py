@@ -37,9 +37,7 @@ class FitzHughNagumo(MechanisticModel):
             "1",
             "recovery time scale relative to v",
         ),
-        Parameter(
-            "I_ext", prior("Normal", loc=0.5, scale=0.5), "1", "external drive"
-        ),
+        Parameter("I_ext", prior("Normal", loc=0.5, scale=0.5), "1", "external drive"),
     )
     replaceable_terms = (
         ReplaceableTerm(

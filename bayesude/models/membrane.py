@@ -132,7 +132,9 @@ class SlowCurrentMembrane(MechanisticModel):
         ),
     )
 
-    def term_slow_activation(self, params: Mapping[str, Array], voltage: Array) -> Array:
+    def term_slow_activation(
+        self, params: Mapping[str, Array], voltage: Array
+    ) -> Array:
         return params["g_w"] * jnp.reciprocal(
             1.0 + jnp.exp(-(voltage - params["V_half"]) / params["k_w"])
         )

@@ -1,4 +1,4 @@
-"""The Morris–Lecar model of a barnacle muscle fibre, used for type I/II excitability."""
+"""The Morris–Lecar model of a barnacle muscle fibre (type I/II excitability)."""
 
 from __future__ import annotations
 
@@ -96,7 +96,9 @@ class MorrisLecar(MechanisticModel):
         v, w = state["V"], state["w"]
         ionic = (
             params["g_L"] * (v - self.leak_reversal)
-            + params["g_Ca"] * terms["calcium_activation"](v) * (v - self.calcium_reversal)
+            + params["g_Ca"]
+            * terms["calcium_activation"](v)
+            * (v - self.calcium_reversal)
             + params["g_K"] * w * (v - self.potassium_reversal)
         )
         rate = params["phi"] * jnp.cosh((v - params["V_3"]) / (2.0 * params["V_4"]))

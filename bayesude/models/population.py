@@ -12,7 +12,7 @@ from bayesude.core.priors import prior
 
 
 class LotkaVolterra(MechanisticModel):
-    r"""Predator–prey dynamics, the classic benchmark of universal differential equations.
+    r"""Predator–prey dynamics, the classic benchmark of UDE methods.
 
     .. math::
 
@@ -32,14 +32,18 @@ class LotkaVolterra(MechanisticModel):
     state_units = {"x": "thousands", "y": "thousands"}
     time_units = "year"
     parameters = (
-        Parameter("alpha", prior("LogNormal", loc=0.0, scale=0.5), "1/year", "prey growth"),
+        Parameter(
+            "alpha", prior("LogNormal", loc=0.0, scale=0.5), "1/year", "prey growth"
+        ),
         Parameter(
             "beta",
             prior("LogNormal", loc=float(jnp.log(0.05)), scale=0.5),
             "1/(year·thousand)",
             "predation rate",
         ),
-        Parameter("gamma", prior("LogNormal", loc=0.0, scale=0.5), "1/year", "predator death"),
+        Parameter(
+            "gamma", prior("LogNormal", loc=0.0, scale=0.5), "1/year", "predator death"
+        ),
         Parameter(
             "delta",
             prior("LogNormal", loc=float(jnp.log(0.05)), scale=0.5),
@@ -91,9 +95,7 @@ class LogisticGrowth(MechanisticModel):
         ),
     )
 
-    replaceable_terms = (
-        ReplaceableTerm("crowding", ("y",), ("K",), "c(y) = y / K"),
-    )
+    replaceable_terms = (ReplaceableTerm("crowding", ("y",), ("K",), "c(y) = y / K"),)
 
     def term_crowding(self, params: Mapping[str, Array], y: Array) -> Array:
         return y / params["K"]

@@ -58,7 +58,9 @@ class WilsonCowan(MechanisticModel):
         _coupling("w_EI", 12.0, "inhibitory to excitatory coupling"),
         _coupling("w_IE", 15.0, "excitatory to inhibitory coupling"),
         _coupling("w_II", 3.0, "inhibitory to inhibitory coupling"),
-        Parameter("P", prior("Normal", loc=1.25, scale=1.0), "1", "external drive to E"),
+        Parameter(
+            "P", prior("Normal", loc=1.25, scale=1.0), "1", "external drive to E"
+        ),
         Parameter("Q", prior("Normal", loc=0.0, scale=1.0), "1", "external drive to I"),
     )
     replaceable_terms = (
