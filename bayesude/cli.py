@@ -20,7 +20,10 @@ def main(verbose: bool) -> None:
         format="%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    # JAX and ArviZ log backend probing at INFO; a scientist needs none of it.
+    # JAX, ArviZ and Dask log their internals at INFO; a scientist needs none of
+    # it. Dask sets its own levels when imported, so it is imported first.
+    import distributed  # noqa: F401
+
     for noisy in ("jax", "arviz", "distributed", "numpyro"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
