@@ -212,7 +212,14 @@ def _outcomes(tasks, workers):
         Client(cluster) as client,
     ):
         logger.info("Dask dashboard: %s", client.dashboard_link)
-        futures = [client.submit(run_fit_task, task, pure=False) for task in tasks]
+        # Models with networks take longest; starting them first keeps the
+        # other workers from idling at the end.
+        longest_first = sorted(
+            tasks, key=lambda task: -len(task.specification["neural_terms"])
+        )
+        futures = [
+            client.submit(run_fit_task, task, pure=False) for task in longest_first
+        ]
         for future in as_completed(futures):
             yield future.result()
 
