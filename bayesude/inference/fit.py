@@ -39,6 +39,26 @@ INITIALISATIONS = ("prior", "map", "svi")
 _MAP_START_JITTER = 0.1
 
 
+@dataclasses.dataclass(frozen=True)
+class InferenceSettings:
+    """How a fit samples or optimises; see :func:`fit` for each field.
+
+    Stored with every fit (attribute ``inference_settings``).
+    """
+
+    method: str
+    num_chains: int
+    num_warmup: int
+    num_samples: int
+    init: str
+    target_accept_prob: float
+    max_tree_depth: int
+    dense_mass: bool
+    chain_method: str
+    svi_steps: int
+    svi_learning_rate: float
+
+
 def fit(
     spec: ModelSpecification,
     data: xr.Dataset,
@@ -123,23 +143,22 @@ def fit(
     key_fit, key_predict = jax.random.split(jax.random.key(seed))
     started = time.perf_counter()
 
+    settings = InferenceSettings(
+        method=method,
+        num_chains=num_chains,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        init=init,
+        target_accept_prob=target_accept_prob,
+        max_tree_depth=max_tree_depth,
+        dense_mass=dense_mass,
+        chain_method=chain_method,
+        svi_steps=svi_steps,
+        svi_learning_rate=svi_learning_rate,
+    )
     if method == "nuts":
         samples, stats = _run_nuts(
-            spec,
-            prepared,
-            key_fit,
-            num_chains,
-            num_warmup,
-            num_samples,
-            progress_bar,
-            init,
-            initial_values,
-            target_accept_prob,
-            max_tree_depth,
-            dense_mass,
-            chain_method,
-            svi_steps,
-            svi_learning_rate,
+            spec, prepared, key_fit, settings, initial_values, progress_bar
         )
     else:
         built = build_model(spec, prepared)
@@ -155,19 +174,6 @@ def fit(
         stats = {}
     wall_time = time.perf_counter() - started
 
-    settings = {
-        "method": method,
-        "num_chains": num_chains,
-        "num_warmup": num_warmup,
-        "num_samples": num_samples,
-        "init": init,
-        "target_accept_prob": target_accept_prob,
-        "max_tree_depth": max_tree_depth,
-        "dense_mass": dense_mass,
-        "chain_method": chain_method,
-        "svi_steps": svi_steps,
-        "svi_learning_rate": svi_learning_rate,
-    }
     logger.info(
         "Fitted %s to %s with %s in %.1f s.",
         model_name or "model",
@@ -189,7 +195,7 @@ def fit(
             "model_name": model_name or (spec.mechanistic or "neural"),
             "seed": seed,
             "wall_time_s": wall_time,
-            "inference_settings": settings,
+            "inference_settings": dataclasses.asdict(settings),
         },
     )
     logger.info(
@@ -200,23 +206,14 @@ def fit(
 
 
 def _run_nuts(
-    spec,
+    spec: ModelSpecification,
     prepared,
-    key,
-    num_chains,
-    num_warmup,
-    num_samples,
-    progress_bar,
-    init,
+    key: jax.Array,
+    settings: InferenceSettings,
     initial_values,
-    target_accept_prob,
-    max_tree_depth,
-    dense_mass,
-    chain_method,
-    svi_steps,
-    svi_learning_rate,
+    progress_bar: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    failure_log = SolverFailureLog(num_chains, chain_method)
+    failure_log = SolverFailureLog(settings.num_chains, settings.chain_method)
     built = build_model(spec, prepared, failure_log)
     forward_mode = spec.solver.adjoint == "forward"
     key_init, key_warmup = jax.random.split(key)
@@ -225,29 +222,23 @@ def _run_nuts(
     # fitted to a model whose solve supports it.
     guide_model = build_model(_with_adjoint(spec, "recursive_checkpoint"), prepared)
     init_params, init_failures, inverse_mass_matrix = _initial_parameters(
-        guide_model,
-        key_init,
-        num_chains,
-        init,
-        initial_values,
-        svi_steps,
-        svi_learning_rate,
+        guide_model, key_init, settings, initial_values
     )
     kernel = FailureCountingNUTS(
         built.model,
         failure_log,
-        target_accept_prob=target_accept_prob,
-        max_tree_depth=max_tree_depth,
-        dense_mass=dense_mass,
+        target_accept_prob=settings.target_accept_prob,
+        max_tree_depth=settings.max_tree_depth,
+        dense_mass=settings.dense_mass,
         forward_mode_differentiation=forward_mode,
         inverse_mass_matrix=inverse_mass_matrix,
     )
     mcmc = MCMC(
         kernel,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        chain_method=chain_method,
+        num_warmup=settings.num_warmup,
+        num_samples=settings.num_samples,
+        num_chains=settings.num_chains,
+        chain_method=settings.chain_method,
         progress_bar=progress_bar,
     )
     extra_fields = (
@@ -260,7 +251,7 @@ def _run_nuts(
     )
 
     started = time.perf_counter()
-    failure_log.start_phase(num_warmup)
+    failure_log.start_phase(settings.num_warmup)
     mcmc.warmup(
         key_warmup,
         init_params=init_params,
@@ -277,7 +268,7 @@ def _run_nuts(
         time.perf_counter() - started,
     )
 
-    failure_log.start_phase(num_samples)
+    failure_log.start_phase(settings.num_samples)
     mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=extra_fields)
     sampling_failures = failure_log.stop()
     _log_failures(warmup_failures, sampling_failures)
@@ -303,12 +294,9 @@ def _run_nuts(
 
 def _initial_parameters(
     guide_model: BuiltModel,
-    key,
-    num_chains,
-    init,
+    key: jax.Array,
+    settings: InferenceSettings,
     initial_values,
-    svi_steps,
-    svi_learning_rate,
 ) -> tuple[dict[str, jax.Array], np.ndarray, dict | None]:
     """Unconstrained starting points, failed starts and a starting mass matrix.
 
@@ -317,11 +305,17 @@ def _initial_parameters(
     and had to be moved; and, after an SVI fit, NUTS's initial inverse mass
     matrix (None otherwise).
     """
+    num_chains, init = settings.num_chains, settings.init
     keys = jax.random.split(key, num_chains + 1)
     default_values, scales = None, None
     if init in ("map", "svi"):
         default_values, scales = _fit_guide(
-            guide_model, keys[-1], init, svi_steps, svi_learning_rate, num_chains
+            guide_model,
+            keys[-1],
+            init,
+            settings.svi_steps,
+            settings.svi_learning_rate,
+            num_chains,
         )
 
     starts, failures = [], np.zeros(num_chains, dtype=np.int64)
