@@ -19,11 +19,15 @@ import jax
 import numpy as np
 import scipy.stats
 import xarray as xr
-from numpyro.infer import Predictive
+from numpyro import handlers
 
 from bayesude.core.specification import ModelSpecification
 from bayesude.files import atomic_path
-from bayesude.inference.model import SOLVER_SUCCESS_SITE, BuiltModel
+from bayesude.inference.model import (
+    SOLVER_SUCCESS_SITE,
+    BuiltModel,
+    trajectory_names,
+)
 from bayesude.inference.prepared_data import PreparedData
 
 #: Packages whose versions are stored with every fit.
@@ -40,6 +44,10 @@ RECORDED_PACKAGES = (
 
 _WARMUP_PREFIX = "warmup:"
 
+#: Posterior draws solved together in the predictive pass. Memory of the pass
+#: is this many draws' trajectories, whatever the number of draws.
+PREDICTIVE_CHUNK_SIZE = 100
+
 
 def assemble_inference_data(
     *,
@@ -51,6 +59,8 @@ def assemble_inference_data(
     key: jax.Array,
     num_trajectory_draws: int,
     attributes: dict[str, Any],
+    save_trajectories: bool = False,
+    chunk_size: int = PREDICTIVE_CHUNK_SIZE,
 ) -> az.InferenceData:
     """Build the InferenceData of one fit.
 
@@ -66,13 +76,22 @@ def assemble_inference_data(
     key
         Key for the posterior predictive noise.
     num_trajectory_draws
-        Draws whose noise-free trajectories are kept in ``predictions``.
+        Draws, spread evenly over the chains, whose noise-free trajectories of
+        the observed variables are kept in ``predictions`` for plots; 0 keeps
+        none, and no group then has a time dimension.
     attributes
         Labels and settings stored on the posterior group.
+    save_trajectories
+        Keep the trajectories of every state for every draw in ``predictions``
+        instead (``chains * draws * sweeps * times * states * 8`` bytes).
+    chunk_size
+        Draws solved at a time in the predictive pass.
     """
-    trajectories, solved = _trajectories(built, data, samples)
+    means, solved, kept = _predictive_pass(
+        built, data, samples, num_trajectory_draws, save_trajectories, chunk_size
+    )
     observed_data, log_likelihood, predictive = _observation_groups(
-        spec, data, samples, trajectories, solved, key
+        spec, data, samples, means, solved, key
     )
     dims, coords = _dimensions(data, built)
 
@@ -100,45 +119,95 @@ def assemble_inference_data(
     }
     if warmup:
         idata.add_groups(warmup_sample_stats=_chain_draw_dataset(warmup))
-    idata.add_groups(
-        predictions=_thinned_trajectories(data, trajectories, num_trajectory_draws)
-    )
+    if kept:
+        chains = next(iter(samples.values())).shape[0] if save_trajectories else 1
+        idata.add_groups(predictions=_trajectory_dataset(data, kept, chains))
     idata.posterior.attrs.update(_attributes(spec, data, attributes))
     return idata
 
 
-def _trajectories(
-    built: BuiltModel, data: PreparedData, samples: dict[str, np.ndarray]
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Noise-free trajectories, ``{variable: (chain, draw, sweep, time)}``; success."""
-    sites = [f"{name}_trajectory" for name in data.observed] + [SOLVER_SUCCESS_SITE]
-    num_chains = next(iter(samples.values())).shape[0]
-    # One chain at a time bounds memory by one chain's trajectories.
-    per_chain = []
-    for chain in range(num_chains):
-        chain_samples = {name: value[chain] for name, value in samples.items()}
-        predictive = Predictive(
-            built.model, posterior_samples=chain_samples, return_sites=sites
-        )
-        outputs = predictive(jax.random.key(0), observe=False, record_trajectories=True)
-        per_chain.append({name: np.asarray(value) for name, value in outputs.items()})
-    trajectories = {
-        name: np.stack([chain[f"{name}_trajectory"] for chain in per_chain])
-        for name in data.observed
+def _predictive_pass(
+    built: BuiltModel,
+    data: PreparedData,
+    samples: dict[str, np.ndarray],
+    num_trajectory_draws: int,
+    save_trajectories: bool,
+    chunk_size: int,
+):
+    """Solve every draw, a chunk at a time, keeping only what is stored.
+
+    Returns the noise-free values at the observations,
+    ``{variable: (chain, draw, observation)}``; whether each draw's solve
+    succeeded, ``(chain, draw)``; the kept trajectories,
+    ``{name: (kept draw, sweep, time)}``.
+    Peak memory is one chunk's trajectories plus what is kept.
+    """
+    shape = next(iter(samples.values())).shape[:2]
+    total = shape[0] * shape[1]
+    flat = {
+        name: value.reshape((total,) + value.shape[2:])
+        for name, value in samples.items()
     }
-    solved = np.stack([chain[SOLVER_SUCCESS_SITE] for chain in per_chain]).astype(bool)
-    return trajectories, solved
+    names = trajectory_names(built.spec, data) if save_trajectories else {}
+    names = names or {variable: None for variable in data.observed}
+    if save_trajectories:
+        keep = np.arange(total)
+    else:
+        count = min(num_trajectory_draws, total)
+        keep = np.unique(np.linspace(0, total - 1, count).astype(int)) if count else []
+    keep = np.asarray(keep, dtype=int)
+    solve_chunk = _chunk_solver(built, tuple(names))
+
+    means = {name: [] for name in data.observed}
+    solved, kept = [], {name: [] for name in names}
+    for start in range(0, total, chunk_size):
+        stop = min(start + chunk_size, total)
+        # Pad the last chunk to the chunk size, so one compiled program serves all.
+        index = np.minimum(np.arange(start, start + chunk_size), total - 1)
+        outputs = solve_chunk({name: value[index] for name, value in flat.items()})
+        outputs = {
+            name: np.asarray(value)[: stop - start] for name, value in outputs.items()
+        }
+        for name, variable in data.observed.items():
+            trajectory = outputs[f"{name}_trajectory"]
+            means[name].append(trajectory[:, variable.sweep_index, variable.time_index])
+        solved.append(outputs[SOLVER_SUCCESS_SITE].astype(bool))
+        chosen = keep[(keep >= start) & (keep < stop)] - start
+        for name in names:
+            kept[name].append(outputs[f"{name}_trajectory"][chosen])
+
+    means = {
+        name: np.concatenate(v).reshape(shape + (-1,)) for name, v in means.items()
+    }
+    solved = np.concatenate(solved).reshape(shape)
+    kept = {name: np.concatenate(v) for name, v in kept.items()} if keep.size else {}
+    return means, solved, kept
 
 
-def _observation_groups(spec, data, samples, trajectories, solved, key):
+def _chunk_solver(built: BuiltModel, names: tuple[str, ...]):
+    """A compiled function: a chunk of draws to their trajectories and success flags."""
+    sites = {f"{name}_trajectory" for name in names} | {SOLVER_SUCCESS_SITE}
+    sites |= {f"{name}_trajectory" for name in built.observed_sites}
+
+    def one_draw(sample):
+        model = handlers.seed(handlers.substitute(built.model, data=sample), 0)
+        trace = handlers.trace(model).get_trace(observe=False, record_trajectories=True)
+        return {site: trace[site]["value"] for site in sites}
+
+    return jax.jit(jax.vmap(one_draw))
+
+
+def _observation_groups(spec, data, samples, means, solved, key):
     """Observed data, pointwise log-likelihood and posterior predictive draws."""
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     observed, log_likelihood, predictive = {}, {}, {}
     for name, variable in data.observed.items():
-        mean = trajectories[name][..., variable.sweep_index, variable.time_index]
+        mean = means[name]
         sigma = samples[f"sigma_{name}"][..., None]
         if spec.observation == "student_t":
             noise = scipy.stats.t(spec.student_t_df, loc=mean, scale=sigma)
+        elif spec.observation == "lognormal":
+            noise = scipy.stats.lognorm(s=sigma, scale=np.maximum(mean, 1e-300))
         else:
             noise = scipy.stats.norm(loc=mean, scale=sigma)
         pointwise = noise.logpdf(variable.values)
@@ -156,8 +225,9 @@ def _dimensions(data: PreparedData, built: BuiltModel):
     coords: dict[str, Any] = {"sweep": data.sweeps}
     for name in data.observed:
         dims[name] = [f"{name}_observation"]
-    for variable in data.observed.values():
-        dims[f"{variable.state}_0"] = ["sweep"]
+    for name in built.latent_sizes:
+        if name.endswith("_0") and name[:-2] in built.spec.state_names:
+            dims[name] = ["sweep"]
     for name in built.networks:
         dims[f"{name}_weights"] = [f"{name}_weight"]
     return dims, coords
@@ -176,20 +246,24 @@ def _chain_draw_dataset(values: dict[str, np.ndarray]) -> xr.Dataset:
     )
 
 
-def _thinned_trajectories(data, trajectories, num_draws) -> xr.Dataset:
-    """Trajectories of ``num_draws`` draws spread evenly over all chains, for plots."""
-    first = next(iter(trajectories.values()))
-    total = first.shape[0] * first.shape[1]
-    chosen = np.unique(np.linspace(0, total - 1, min(num_draws, total)).astype(int))
-    variables = {}
-    for name, values in trajectories.items():
-        flat = values.reshape((total,) + values.shape[2:])[chosen]
-        variables[name] = (("chain", "draw", "sweep", "time"), flat[None])
+def _trajectory_dataset(data, kept, num_chains) -> xr.Dataset:
+    """Kept trajectories as ``(chain, draw, sweep, time)``.
+
+    A thinned set spread over the chains is stored as one chain.
+    """
+    variables = {
+        name: (
+            ("chain", "draw", "sweep", "time"),
+            values.reshape((num_chains, -1) + values.shape[1:]),
+        )
+        for name, values in kept.items()
+    }
+    num_draws = next(iter(kept.values())).shape[0] // num_chains
     return xr.Dataset(
         variables,
         coords={
-            "chain": [0],
-            "draw": np.arange(chosen.size),
+            "chain": np.arange(num_chains),
+            "draw": np.arange(num_draws),
             "sweep": data.sweeps,
             "time": data.times,
         },

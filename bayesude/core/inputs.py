@@ -75,3 +75,60 @@ def evaluate_input(times: Array, values: Array, t: Array, interpolation: str) ->
         jnp.searchsorted(times, t, side="right") - 1, 0, times.shape[0] - 1
     )
     return values[index]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepStimulus:
+    """A step of an input whose timing or size may be a model parameter.
+
+    The input takes ``amplitude`` from ``onset`` on (and back to zero from
+    ``offset``, if given). Each of the three is a number or the name of a
+    parameter that gets a prior in the specification, so a latent stimulus
+    onset can be inferred. Onset and offset are jump times of the step-size
+    controller even when they are parameters: a step ends exactly on them, so
+    the solution moves with them and their gradient is the derivative of the
+    solution, not zero (a step function's own derivative).
+
+    Parameters
+    ----------
+    input
+        The model input the step drives, e.g. ``"current"``. An input driven
+        by stimuli is not read from the data.
+    amplitude
+        Level during the step, in the input's units, or a parameter name.
+    onset
+        Start of the step in model time units, or a parameter name.
+    offset
+        End of the step, a parameter name, or None for a step that lasts.
+    """
+
+    input: str
+    amplitude: float | str
+    onset: float | str
+    offset: float | str | None = None
+
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of the step's values that are parameters."""
+        values = (self.amplitude, self.onset, self.offset)
+        return tuple(value for value in values if isinstance(value, str))
+
+    def jump_times(self, params: dict[str, Array]) -> Array:
+        """Onset (and offset) in model time units, shape ``(1,)`` or ``(2,)``."""
+        times = [self._resolve(self.onset, params)]
+        if self.offset is not None:
+            times.append(self._resolve(self.offset, params))
+        return jnp.stack([jnp.asarray(t, dtype=float) for t in times])
+
+    def value(self, t: Array, params: dict[str, Array]) -> Array:
+        """The input at time ``t``: zero before the onset and after the offset."""
+        on = t >= self._resolve(self.onset, params)
+        if self.offset is not None:
+            on = on & (t < self._resolve(self.offset, params))
+        return jnp.where(on, self._resolve(self.amplitude, params), 0.0)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def _resolve(value: float | str, params: dict[str, Array]) -> Array:
+        return params[value] if isinstance(value, str) else jnp.asarray(value)

@@ -80,6 +80,11 @@ class MechanisticModel:
         Name used in model specifications and workflow files.
     states
         State names, with their units in :attr:`state_units`.
+    state_constraints
+        Support of states that cannot take every real value, by state name:
+        ``"positive"`` (populations, concentrations) or ``"unit_interval"``
+        (gating variables). Initial-state parameters of these states are
+        sampled in a matching space and their priors are checked against it.
     inputs
         Names of time-varying inputs the vector field reads (e.g. ``"current"``).
     time_units
@@ -94,6 +99,7 @@ class MechanisticModel:
     name: str = ""
     states: tuple[str, ...] = ()
     state_units: dict[str, str] = {}
+    state_constraints: dict[str, str] = {}
     inputs: tuple[str, ...] = ()
     input_units: dict[str, str] = {}
     time_units: str | None = None

@@ -24,6 +24,7 @@ SUPPORTED_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "Uniform": ("low", "high"),
     "StudentT": ("df", "loc", "scale"),
     "TruncatedNormal": ("loc", "scale", "low", "high"),
+    "Beta": ("concentration1", "concentration0"),
 }
 
 
@@ -64,6 +65,27 @@ class Prior:
     def as_dict(self) -> dict[str, Any]:
         """The plain mapping this prior was written as (for files and attributes)."""
         return {"distribution": self.distribution, **dict(self.arguments)}
+
+
+#: Bounds of the support each state constraint allows.
+_CONSTRAINT_BOUNDS = {"positive": (0.0, float("inf")), "unit_interval": (0.0, 1.0)}
+
+
+def support_within(prior: Prior, constraint: str) -> bool:
+    """Whether the support of ``prior`` lies within a state constraint.
+
+    Parameters
+    ----------
+    prior
+        The prior.
+    constraint
+        ``"positive"`` or ``"unit_interval"``.
+    """
+    low, high = _CONSTRAINT_BOUNDS[constraint]
+    support = prior.to_numpyro().support
+    support_low = float(getattr(support, "lower_bound", float("-inf")))
+    support_high = float(getattr(support, "upper_bound", float("inf")))
+    return support_low >= low and support_high <= high
 
 
 def prior(distribution: str, **arguments: float) -> Prior:

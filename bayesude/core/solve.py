@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 import diffrax
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 from jax import Array
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
@@ -24,6 +27,48 @@ SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "Kvaerno4": diffrax.Kvaerno4,
     "Kvaerno5": diffrax.Kvaerno5,
 }
+
+#: Solvers that need no root finding; cheap per step, but their step is limited by
+#: the fastest time scale of the problem, which makes them crawl on stiff ones.
+EXPLICIT_SOLVERS = ("Tsit5", "Dopri5", "Dopri8", "Heun")
+
+#: Order of each solver's solution (its error estimate is one order lower).
+SOLVER_ORDERS = {
+    "Tsit5": 5,
+    "Dopri5": 5,
+    "Dopri8": 8,
+    "Heun": 2,
+    "Kvaerno3": 3,
+    "Kvaerno4": 4,
+    "Kvaerno5": 5,
+}
+
+#: Solver picked by ``solver="automatic"`` for stiff and for non-stiff problems.
+STIFF_SOLVER, NONSTIFF_SOLVER = "Kvaerno5", "Tsit5"
+
+#: Root finders of the implicit stages, with tolerances taken from the step-size
+#: controller. ``very_chord`` reuses one Jacobian for a whole step (the cheapest,
+#: and diffrax's default); ``chord`` reuses it within one stage; ``newton``
+#: recomputes it every iteration, which converges where the Jacobian changes
+#: fast within a step (action potentials) at a higher cost per step.
+ROOT_FINDERS: dict[str, Callable[[], optx.AbstractRootFinder]] = {
+    "very_chord": diffrax.with_stepsize_controller_tols(diffrax.VeryChord),
+    "chord": diffrax.with_stepsize_controller_tols(optx.Chord),
+    "newton": diffrax.with_stepsize_controller_tols(optx.Newton),
+}
+
+#: Loosest relative tolerance at which gradients are trusted: above it the
+#: derivative of the discretised solve can differ from the derivative of the
+#: solution by more than a NUTS step can tolerate.
+LOOSEST_GRADIENT_RTOL = 1e-3
+
+#: Lowest solver order whose error estimate is trusted for gradients. Heun's
+#: estimate comes from an embedded first-order (Euler) solution.
+LOWEST_GRADIENT_ORDER = 3
+
+#: Half-width of the stability region of explicit Runge-Kutta solvers of order
+#: four and five along the negative real axis (about 3.3 for Tsit5 and Dopri5).
+EXPLICIT_STABILITY_RADIUS = 3.3
 
 ADJOINTS: dict[str, Callable[[], diffrax.AbstractAdjoint]] = {
     "forward": diffrax.ForwardMode,
@@ -47,10 +92,15 @@ class SolverSettings:
     Parameters
     ----------
     solver
-        Name in :data:`SOLVERS`. ``Tsit5`` suits the non-stiff membrane and
-        population models; the ``Kvaerno`` family is implicit, for stiff ones.
+        ``"automatic"``, or a name in :data:`SOLVERS`. ``Tsit5`` suits the
+        non-stiff membrane and population models; the ``Kvaerno`` family is
+        implicit, for stiff ones (Hodgkin–Huxley with fast sodium gates,
+        relaxation oscillators). ``"automatic"`` estimates stiffness before
+        fitting and picks :data:`STIFF_SOLVER` or :data:`NONSTIFF_SOLVER`.
     rtol, atol
         Relative and absolute tolerances of the adaptive step-size controller.
+        Gradients are unreliable when ``rtol`` exceeds
+        :data:`LOOSEST_GRADIENT_RTOL`, and a warning says so.
     max_steps
         Step budget of one solve; a solve that needs more fails, and the
         proposal that asked for it is rejected.
@@ -63,6 +113,9 @@ class SolverSettings:
         checkpointing otherwise and for SVI/MAP.
     dt0
         Initial step in model time units, or None to let the solver choose.
+    root_finder
+        Root finder of an implicit solver's stages, a name in
+        :data:`ROOT_FINDERS`; ignored by explicit solvers.
     """
 
     solver: str = "Tsit5"
@@ -71,16 +124,23 @@ class SolverSettings:
     max_steps: int = 4096
     adjoint: str = "automatic"
     dt0: float | None = None
+    root_finder: str = "very_chord"
 
     def __post_init__(self) -> None:
-        if self.solver not in SOLVERS:
+        if self.solver != "automatic" and self.solver not in SOLVERS:
             raise ValueError(
-                f"Unknown solver {self.solver!r}; use one of {', '.join(SOLVERS)}."
+                f"Unknown solver {self.solver!r}; use automatic or one of "
+                f"{', '.join(SOLVERS)}."
             )
         if self.adjoint != "automatic" and self.adjoint not in ADJOINTS:
             raise ValueError(
                 f"Unknown adjoint {self.adjoint!r}; use automatic or one of "
                 f"{', '.join(ADJOINTS)}."
+            )
+        if self.root_finder not in ROOT_FINDERS:
+            raise ValueError(
+                f"Unknown root_finder {self.root_finder!r}; use one of "
+                f"{', '.join(ROOT_FINDERS)}."
             )
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(
@@ -91,6 +151,10 @@ class SolverSettings:
             raise ValueError(
                 f"max_steps must be a positive integer, got {self.max_steps}."
             )
+
+    @property
+    def is_explicit(self) -> bool:
+        return self.solver in EXPLICIT_SOLVERS
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,6 +181,58 @@ class SolverSettings:
             self, adjoint="forward" if forward else "recursive_checkpoint"
         )
 
+    def gradient_accuracy_problems(self) -> list[str]:
+        """Reasons why gradients through solves with these settings are unreliable.
+
+        Returns
+        -------
+        list of str
+            One sentence per problem, naming the setting to change; empty when
+            the settings are fine.
+        """
+        problems = []
+        if self.rtol > LOOSEST_GRADIENT_RTOL:
+            problems.append(
+                f"rtol={self.rtol:g} is looser than {LOOSEST_GRADIENT_RTOL:g}, so "
+                f"the gradient of the discretised solve may differ from the "
+                f"derivative of the solution; set rtol to 1e-6 or tighter."
+            )
+        order = SOLVER_ORDERS.get(self.solver)
+        if order is not None and order < LOWEST_GRADIENT_ORDER:
+            problems.append(
+                f"solver {self.solver} has order {order} and a first-order error "
+                f"estimate, so its step sizes (and gradients) jump with the "
+                f"parameters; use Tsit5, or Kvaerno5 for stiff problems."
+            )
+        return problems
+
+
+class Solution(NamedTuple):
+    """What :func:`solve_at_times` returns.
+
+    Attributes
+    ----------
+    states
+        Shape ``(num_times, *y0.shape)``; zeros (finite) when the solve failed.
+    success
+        Scalar bool: the solve finished and every state is finite.
+    failure
+        Scalar int, a key of :data:`FAILURE_REASONS` (0 when successful).
+    """
+
+    states: Array
+    success: Array
+    failure: Array
+
+
+#: Why a solve failed, by :attr:`Solution.failure` code.
+FAILURE_REASONS = {
+    0: "",
+    1: "max_steps",
+    2: "step size collapsed or implicit stages did not converge",
+    3: "non-finite state",
+}
+
 
 def solve_at_times(
     vector_field: Callable[[Array, Array, object], Array],
@@ -124,9 +240,12 @@ def solve_at_times(
     times: Array,
     args: object,
     settings: SolverSettings,
-    jump_times: np.ndarray,
-) -> tuple[Array, Array]:
-    """Solve from ``times[0]`` and return the states at ``times``.
+    jump_times: np.ndarray | Array,
+) -> Solution:
+    """Solve from ``times[0]`` and return the states at ``times`` only.
+
+    Only the save times are stored, never a dense trajectory: memory grows with
+    ``len(times)``, not with ``max_steps``.
 
     Parameters
     ----------
@@ -140,29 +259,36 @@ def solve_at_times(
     args
         Passed through to ``vector_field``.
     settings
-        Solver, tolerances and step budget.
+        Solver, tolerances and step budget; ``solver`` must not be
+        ``"automatic"`` (see :func:`choose_solver`).
     jump_times
-        Times where the vector field is discontinuous (input steps); the
-        controller lands a step exactly on each.
+        Times where the vector field is discontinuous (input steps, stimulus
+        onsets), shape ``(num_jumps,)``; the controller ends a step exactly on
+        each. They may be traced values (an onset time that is a parameter):
+        the step boundary then moves with the parameter, so the solution's
+        derivative with respect to it is right.
 
     Returns
     -------
-    states
-        Shape ``(num_times, *y0.shape)``; finite even when the solve failed.
-    success
-        Scalar bool: the solve finished and every state is finite.
+    Solution
+        States at ``times``, a success flag and a failure code.
     """
+    if settings.solver == "automatic":
+        raise ValueError(
+            "solve_at_times needs a concrete solver; resolve solver='automatic' "
+            "with choose_solver first."
+        )
     controller: diffrax.AbstractStepSizeController = diffrax.PIDController(
         rtol=settings.rtol, atol=settings.atol
     )
-    if jump_times.size:
+    if np.shape(jump_times)[0]:
         controller = diffrax.ClipStepSizeController(
-            controller, jump_ts=jnp.asarray(jump_times)
+            controller, jump_ts=jnp.asarray(jump_times, dtype=jnp.result_type(times))
         )
 
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
-        SOLVERS[settings.solver](),
+        _solver(settings),
         t0=times[0],
         t1=times[-1],
         dt0=settings.dt0,
@@ -176,9 +302,121 @@ def solve_at_times(
     )
 
     states = solution.ys
-    success = (solution.result == diffrax.RESULTS.successful) & jnp.all(
-        jnp.isfinite(states)
+    finished = solution.result == diffrax.RESULTS.successful
+    finite = jnp.all(jnp.isfinite(states))
+    success = finished & finite
+    failure = jnp.where(
+        success,
+        0,
+        jnp.where(
+            solution.result == diffrax.RESULTS.max_steps_reached,
+            1,
+            jnp.where(finished, 3, 2),
+        ),
     )
     # Replace a failed solve's states by zeros, so nothing non-finite reaches the
     # likelihood or its gradient; the caller turns success=False into -inf.
-    return jnp.where(success, states, 0.0), success
+    return Solution(jnp.where(success, states, 0.0), success, failure)
+
+
+def _solver(settings: SolverSettings) -> diffrax.AbstractSolver:
+    solver_class = SOLVERS[settings.solver]
+    if settings.is_explicit:
+        return solver_class()
+    return solver_class(root_finder=ROOT_FINDERS[settings.root_finder]())
+
+
+@dataclasses.dataclass(frozen=True)
+class StiffnessEstimate:
+    """How stiff a problem looks at one point.
+
+    Attributes
+    ----------
+    spectral_radius
+        Largest modulus of an eigenvalue of the vector field's Jacobian, in
+        1/time units: the rate of the fastest mode.
+    duration
+        Length of the solve, in time units.
+    explicit_steps
+        Fewest steps an explicit solver can take over the solve, however loose
+        its tolerances: ``spectral_radius * duration`` divided by
+        :data:`EXPLICIT_STABILITY_RADIUS`.
+    """
+
+    spectral_radius: float
+    duration: float
+    explicit_steps: float
+
+    def looks_stiff(self, max_steps: int) -> bool:
+        """Whether stability alone would use more than half of ``max_steps``."""
+        return self.explicit_steps > 0.5 * max_steps
+
+
+def estimate_stiffness(
+    vector_field: Callable[[Array, Array, object], Array],
+    y0: Array,
+    args: object,
+    t0: float,
+    t1: float,
+) -> StiffnessEstimate:
+    """Estimate stiffness from the Jacobian of ``vector_field`` at ``(t0, y0)``.
+
+    An explicit solver's step must keep ``step * |lambda|`` inside its
+    stability region for every eigenvalue ``lambda`` of the Jacobian, however
+    slowly the solution itself changes; that is what makes a problem stiff.
+    The estimate looks at the initial point only, so a problem that becomes
+    stiff later (a spike) can be missed; the message of a failed solve covers
+    that case.
+
+    Parameters
+    ----------
+    vector_field
+        ``f(t, y, args)`` as for :func:`solve_at_times`.
+    y0
+        Initial state, any shape.
+    args
+        Passed to ``vector_field``.
+    t0, t1
+        Start and end of the solve.
+    """
+    y0 = jnp.asarray(y0)
+
+    def flat_field(flat_y):
+        return jnp.ravel(vector_field(t0, flat_y.reshape(y0.shape), args))
+
+    jacobian = np.asarray(jax.jacfwd(flat_field)(jnp.ravel(y0)))
+    if not np.all(np.isfinite(jacobian)):
+        radius = np.inf
+    else:
+        radius = float(np.max(np.abs(np.linalg.eigvals(jacobian))))
+    duration = float(t1 - t0)
+    return StiffnessEstimate(
+        spectral_radius=radius,
+        duration=duration,
+        explicit_steps=radius * duration / EXPLICIT_STABILITY_RADIUS,
+    )
+
+
+def choose_solver(
+    settings: SolverSettings, estimate: StiffnessEstimate
+) -> SolverSettings:
+    """Resolve ``solver="automatic"`` with a stiffness estimate.
+
+    Returns the settings unchanged when a solver was named.
+    """
+    if settings.solver != "automatic":
+        return settings
+    stiff = estimate.looks_stiff(settings.max_steps)
+    return dataclasses.replace(
+        settings, solver=STIFF_SOLVER if stiff else NONSTIFF_SOLVER
+    )
+
+
+def stiffness_advice(settings: SolverSettings) -> str:
+    """The sentence that tells a user of an explicit solver what to change."""
+    return (
+        f"the problem looks stiff for the explicit solver {settings.solver}; set "
+        f"the specification's solver setting to an implicit solver, e.g. "
+        f"SolverSettings(solver='{STIFF_SOLVER}') (solver: {{solver: "
+        f"{STIFF_SOLVER}}} in a workflow file), or raise max_steps"
+    )

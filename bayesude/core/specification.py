@@ -19,13 +19,14 @@ import dataclasses
 import json
 from typing import Any
 
+from bayesude.core.inputs import StepStimulus
 from bayesude.core.mechanistic import MechanisticModel, Parameter
 from bayesude.core.neural import NeuralTerm
-from bayesude.core.priors import Prior, prior_from_dict
+from bayesude.core.priors import Prior, prior_from_dict, support_within
 from bayesude.core.solve import SolverSettings
 from bayesude.models import mechanistic_model
 
-OBSERVATION_MODELS = ("gaussian", "student_t")
+OBSERVATION_MODELS = ("gaussian", "student_t", "lognormal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,10 @@ class ModelSpecification:
         name as each model input.
     priors
         Priors that replace the mechanistic model's defaults, by parameter name.
+        A prior named ``<state>_0`` makes that state's initial value (per
+        sweep) a parameter with this prior; its support must lie within the
+        state's constraint (positive populations, gates in [0, 1]).
+        Parameters of stimuli need a prior here (or a value in ``fixed``).
     fixed
         Parameters held at a known value instead of given a prior.
     initial_state
@@ -59,8 +64,8 @@ class ModelSpecification:
         unobserved states without one use the model's own rule (often the
         steady state).
     observation
-        ``"gaussian"`` or ``"student_t"`` noise, with one scale per observed
-        variable.
+        ``"gaussian"``, ``"student_t"`` or ``"lognormal"`` (multiplicative,
+        for positive states) noise, with one scale per observed variable.
     noise_prior_scale
         Scale of the HalfNormal prior on each noise standard deviation, in
         units of the observed variable; None uses the standard deviation of
@@ -71,6 +76,9 @@ class ModelSpecification:
         ``"previous"`` (held steps, with jump times) or ``"linear"``.
     solver
         Solver settings.
+    stimuli
+        Step inputs whose timing or size may be parameters (see
+        :class:`~bayesude.core.inputs.StepStimulus`).
     """
 
     mechanistic: str | None
@@ -86,6 +94,7 @@ class ModelSpecification:
     student_t_df: float = 4.0
     input_interpolation: str = "previous"
     solver: SolverSettings = SolverSettings()
+    stimuli: tuple[StepStimulus, ...] = ()
 
     def __post_init__(self) -> None:
         self._check_structure()
@@ -135,6 +144,16 @@ class ModelSpecification:
             if p.name not in dropped and p.name not in self.fixed
         )
 
+    def stimulus_parameters(self) -> tuple[str, ...]:
+        """Names of stimulus parameters that get a prior, without repeats."""
+        names = (n for stimulus in self.stimuli for n in stimulus.parameter_names())
+        return tuple(dict.fromkeys(n for n in names if n not in self.fixed))
+
+    def state_constraint(self, state: str) -> str | None:
+        """``"positive"``, ``"unit_interval"`` or None for an unconstrained state."""
+        model = self.model
+        return model.state_constraints.get(state) if model is not None else None
+
     def network_inputs(self, term: NeuralTerm) -> tuple[str, ...]:
         """The names a neural term reads, defaulting to a replaced term's arguments."""
         if term.inputs:
@@ -159,6 +178,7 @@ class ModelSpecification:
             "student_t_df": self.student_t_df,
             "input_interpolation": self.input_interpolation,
             "solver": self.solver.as_dict(),
+            "stimuli": [stimulus.as_dict() for stimulus in self.stimuli],
         }
 
     def to_json(self) -> str:
@@ -202,12 +222,17 @@ class ModelSpecification:
                     f"states are {sorted(states)}."
                 )
         parameter_names = {p.name for p in model.parameters} if model else set()
+        stimulus_names = {n for s in self.stimuli for n in s.parameter_names()}
+        initial_names = {f"{state}_0" for state in states}
+        known = parameter_names | stimulus_names | initial_names
         for name in list(self.priors) + list(self.fixed):
-            if name not in parameter_names:
+            if name not in known:
                 raise ValueError(
                     f"priors/fixed: {name!r} is not a parameter of "
-                    f"{self.mechanistic}; its parameters are {sorted(parameter_names)}."
+                    f"{self.mechanistic}; its parameters are {sorted(known)}."
                 )
+        self._check_stimuli(stimulus_names)
+        self._check_initial_state_supports(initial_names)
         readable = states | set(self.model_inputs)
         for term in self.neural_terms:
             if term.replaces is not None:
@@ -235,6 +260,42 @@ class ModelSpecification:
                         f"Neural term {term.name!r} reads {name!r}, which is neither "
                         f"a state nor an input of the model ({sorted(readable)})."
                     )
+
+    def _check_stimuli(self, stimulus_names: set[str]) -> None:
+        for stimulus in self.stimuli:
+            if stimulus.input not in self.model_inputs:
+                raise ValueError(
+                    f"stimuli: {stimulus.input!r} is not an input of "
+                    f"{self.mechanistic}; its inputs are {list(self.model_inputs)}."
+                )
+        missing = sorted(stimulus_names - set(self.priors) - set(self.fixed))
+        if missing:
+            raise ValueError(
+                f"stimuli: the stimulus parameter(s) {missing} need a prior, e.g. "
+                f"priors: {{{missing[0]}: {{distribution: Uniform, low: 5.0, "
+                f"high: 40.0}}}}, or a value in fixed."
+            )
+
+    def _check_initial_state_supports(self, initial_names: set[str]) -> None:
+        for name in sorted(initial_names & set(self.priors)):
+            state = name[: -len("_0")]
+            constraint = self.state_constraint(state)
+            if constraint is None:
+                continue
+            prior = self.priors[name]
+            if not support_within(prior, constraint):
+                raise ValueError(
+                    f"priors: the prior of {name} ({prior.as_dict()}) has support "
+                    f"outside the state's constraint: {state} is {constraint}. "
+                    f"Use a prior supported on it, e.g. "
+                    f"{_prior_example(constraint)}."
+                )
+
+
+def _prior_example(constraint: str) -> str:
+    if constraint == "positive":
+        return "{distribution: LogNormal, loc: 2.3, scale: 0.5}"
+    return "{distribution: Uniform, low: 0.0, high: 1.0}"
 
 
 def _neural_term_as_dict(term: NeuralTerm) -> dict[str, Any]:
@@ -277,6 +338,9 @@ def specification_from_dict(
         )
         description["solver"] = SolverSettings(**(description.get("solver") or {}))
         description["states"] = tuple(description.get("states") or ())
+        description["stimuli"] = tuple(
+            StepStimulus(**stimulus) for stimulus in description.get("stimuli") or ()
+        )
         if "mechanistic" not in description:
             raise ValueError(
                 "the field 'mechanistic' is required (a model name or null)"

@@ -40,6 +40,13 @@ _INITIAL_STATE_RELATIVE_SCALE = 0.05
 #: Name of the site recording whether a draw's solve succeeded (trajectory runs only).
 SOLVER_SUCCESS_SITE = "solver_success"
 
+#: Name of the site recording why a draw's solve failed, a key of
+#: :data:`bayesude.core.solve.FAILURE_REASONS` (trajectory runs only).
+SOLVER_FAILURE_CODE_SITE = "solver_failure_code"
+
+#: Prior scale, on the log scale, of the initial value of a positive observed state.
+_INITIAL_POSITIVE_LOG_SCALE = 0.5
+
 
 @dataclasses.dataclass(frozen=True)
 class BuiltModel:
@@ -48,20 +55,28 @@ class BuiltModel:
     Attributes
     ----------
     model
-        ``model(observe=True, record_trajectories=False)``. With
-        ``observe=False`` the observations are drawn (posterior predictive).
+        ``model(observe=True, record_trajectories=False, capture=None)``.
+        With ``observe=False`` the observations are drawn (posterior
+        predictive). ``record_trajectories`` adds deterministic sites with the
+        noise-free trajectory of every state, ``(sweep, time)`` each, named
+        after the observed variable where a state is observed. A ``capture``
+        dict receives the initial-value problem (``vector_field``, ``y0``,
+        ``args``, ``t0``, ``t1``) when the model runs outside ``jit``.
     networks
         The neural terms' built networks, by term name.
     observed_sites
         Names of the observation sites (the observed data variables).
     latent_sizes
         Number of values of every latent site, by site name.
+    spec
+        The specification the model was built from.
     """
 
     model: Callable[..., None]
     networks: dict[str, Network]
     observed_sites: tuple[str, ...]
     latent_sizes: dict[str, int]
+    spec: ModelSpecification
 
 
 def build_model(
@@ -84,8 +99,13 @@ def build_model(
     vector_field = _make_vector_field(spec, data, networks)
     solve_sweeps = _make_solver(spec, data, vector_field)
     state_index = {name: i for i, name in enumerate(spec.state_names)}
+    trajectory_sites = trajectory_names(spec, data)
 
-    def model(observe: bool = True, record_trajectories: bool = False) -> None:
+    def model(
+        observe: bool = True,
+        record_trajectories: bool = False,
+        capture: dict | None = None,
+    ) -> None:
         params = _sample_parameters(spec)
         weights = {
             name: numpyro.sample(
@@ -96,17 +116,22 @@ def build_model(
         }
         initial_states = _initial_states(spec, data, params, weights, networks)
 
-        states, solved = solve_sweeps(initial_states, params, weights)
+        if capture is not None:
+            capture.update(
+                solve_sweeps.problem(initial_states, params, weights),
+            )
+        states, solved, failure = solve_sweeps(initial_states, params, weights)
         numpyro.factor(SOLVER_FAILURE_SITE, jnp.where(solved, 0.0, -jnp.inf))
         if failure_log is not None:
             jax.debug.callback(failure_log.record_evaluation, ~solved, ordered=True)
         if record_trajectories:
             numpyro.deterministic(SOLVER_SUCCESS_SITE, solved)
+            numpyro.deterministic(SOLVER_FAILURE_CODE_SITE, failure)
+            for name, index in trajectory_sites.items():
+                numpyro.deterministic(f"{name}_trajectory", states[:, :, index])
 
         for variable in data.observed.values():
             trajectory = states[:, :, state_index[variable.state]]
-            if record_trajectories:
-                numpyro.deterministic(f"{variable.name}_trajectory", trajectory)
             predicted = trajectory[variable.sweep_index, variable.time_index]
             noise = _observation_distribution(spec, data, variable.name, predicted)
             numpyro.sample(
@@ -120,17 +145,35 @@ def build_model(
         networks=networks,
         observed_sites=tuple(data.observed),
         latent_sizes=_latent_sizes(spec, data, networks),
+        spec=spec,
     )
+
+
+def trajectory_names(spec: ModelSpecification, data: PreparedData) -> dict[str, int]:
+    """Name of each state's trajectory site (observed variable or state), to index."""
+    observed = {v.state: v.name for v in data.observed.values()}
+    return {observed.get(name, name): i for i, name in enumerate(spec.state_names)}
 
 
 def _latent_sizes(spec, data, networks) -> dict[str, int]:
     sizes = {p.name: 1 for p in spec.free_parameters()}
+    sizes.update({name: 1 for name in spec.stimulus_parameters()})
     sizes.update({f"{name}_weights": n.num_weights for name, n in networks.items()})
-    for variable in data.observed.values():
-        if variable.state not in spec.initial_state:
-            sizes[f"{variable.state}_0"] = data.num_sweeps
+    for state in _initial_state_parameters(spec, data):
+        sizes[f"{state}_0"] = data.num_sweeps
     sizes.update({f"sigma_{name}": 1 for name in data.observed})
     return sizes
+
+
+def _initial_state_parameters(spec, data) -> list[str]:
+    """States whose initial values are parameters: observed, or given a prior."""
+    observed = {v.state for v in data.observed.values()}
+    return [
+        state
+        for state in spec.state_names
+        if state not in spec.initial_state
+        and (state in observed or f"{state}_0" in spec.priors)
+    ]
 
 
 def _sample_parameters(spec: ModelSpecification) -> dict[str, Array]:
@@ -138,6 +181,12 @@ def _sample_parameters(spec: ModelSpecification) -> dict[str, Array]:
         p.name: numpyro.sample(p.name, p.prior.to_numpyro())
         for p in spec.free_parameters()
     }
+    params.update(
+        {
+            name: numpyro.sample(name, spec.priors[name].to_numpyro())
+            for name in spec.stimulus_parameters()
+        }
+    )
     params.update({name: jnp.asarray(value) for name, value in spec.fixed.items()})
     return params
 
@@ -198,6 +247,10 @@ def _make_vector_field(spec, data, networks):
             name: evaluate_input(times, values, t, interpolation)
             for name, values in sweep_inputs.items()
         }
+        for stimulus in spec.stimuli:
+            inputs[stimulus.input] = inputs.get(stimulus.input, 0.0) + stimulus.value(
+                t, params
+            )
         terms = _terms(spec, params, weights, networks)
         if model is not None:
             derivatives = model.vector_field(t, state, params, inputs, terms)
@@ -224,7 +277,11 @@ def _make_vector_field(spec, data, networks):
 
 
 def _make_solver(spec, data, vector_field):
-    """``solve(y0, params, weights) -> (states (sweep, time, state), success)``."""
+    """``solve(y0, params, weights) -> (states (sweep, time, state), success, code)``.
+
+    The function's ``problem`` attribute returns the initial-value problem
+    instead of solving it, for pre-flight checks.
+    """
     times = jnp.asarray(data.times)
     inputs = {
         name: jnp.asarray(sampled.values) for name, sampled in data.inputs.items()
@@ -234,28 +291,48 @@ def _make_solver(spec, data, vector_field):
         (jump_times > data.times[0]) & (jump_times < data.times[-1])
     ]
 
-    def solve(y0, params, weights):
-        states, success = solve_at_times(
-            vector_field, y0, times, (params, weights, inputs), spec.solver, jump_times
-        )
-        return jnp.swapaxes(states, 0, 1), success
+    def all_jump_times(params):
+        # Stimulus onsets may be parameters: traced jump times keep the solution
+        # (and its gradient) right across a step that moves.
+        moving = [stimulus.jump_times(params) for stimulus in spec.stimuli]
+        if not moving:
+            return jump_times
+        return jnp.concatenate([jnp.asarray(jump_times, dtype=float), *moving])
 
+    def solve(y0, params, weights):
+        solution = solve_at_times(
+            vector_field,
+            y0,
+            times,
+            (params, weights, inputs),
+            spec.solver,
+            all_jump_times(params),
+        )
+        return jnp.swapaxes(solution.states, 0, 1), solution.success, solution.failure
+
+    def problem(y0, params, weights):
+        return {
+            "vector_field": vector_field,
+            "y0": y0,
+            "args": (params, weights, inputs),
+            "t0": float(data.times[0]),
+            "t1": float(data.times[-1]),
+        }
+
+    solve.problem = problem
     return solve
 
 
 def _initial_states(spec, data, params, weights, networks) -> Array:
     """Initial state of every sweep, shape ``(num_sweeps, num_states)``."""
-    observed_initial = {}
-    for variable in data.observed.values():
-        if variable.state in spec.initial_state:
-            continue
-        low, high = variable.value_range
-        scale = max(_INITIAL_STATE_RELATIVE_SCALE * (high - low), 1e-6)
-        observed_initial[variable.state] = numpyro.sample(
-            f"{variable.state}_0",
-            dist.Normal(jnp.asarray(variable.first_values), scale).to_event(1),
-        )
     num_sweeps = data.num_sweeps
+    observed_initial = {
+        state: numpyro.sample(
+            f"{state}_0",
+            _initial_state_prior(spec, data, state).to_event(1),
+        )
+        for state in _initial_state_parameters(spec, data)
+    }
     fixed = {
         name: jnp.full((num_sweeps,), float(value))
         for name, value in spec.initial_state.items()
@@ -282,12 +359,43 @@ def _initial_states(spec, data, params, weights, networks) -> Array:
     return jnp.stack([known[name] for name in spec.state_names], axis=-1)
 
 
+def _initial_state_prior(spec, data, state) -> dist.Distribution:
+    """Prior of one state's initial values, batch shape ``(num_sweeps,)``.
+
+    A prior given as ``<state>_0`` in the specification applies to every sweep.
+    Otherwise the state is observed and the prior is centred on each sweep's
+    first observation, on the log scale for a positive state so that its
+    initial value is sampled where it can live.
+    """
+    given = spec.priors.get(f"{state}_0")
+    if given is not None:
+        return given.to_numpyro().expand([data.num_sweeps])
+    variable = next(v for v in data.observed.values() if v.state == state)
+    first = jnp.asarray(variable.first_values)
+    constraint = spec.state_constraint(state)
+    if constraint == "positive":
+        return dist.LogNormal(
+            jnp.log(jnp.maximum(first, 1e-12)), _INITIAL_POSITIVE_LOG_SCALE
+        )
+    if constraint == "unit_interval":
+        return dist.Uniform(jnp.zeros_like(first), 1.0)
+    low, high = variable.value_range
+    scale = max(_INITIAL_STATE_RELATIVE_SCALE * (high - low), 1e-6)
+    return dist.Normal(first, scale)
+
+
 def _observation_distribution(spec, data, name, predicted) -> dist.Distribution:
     variable = data.observed[name]
     scale = spec.noise_prior_scale
+    if scale is None and spec.observation == "lognormal":
+        scale = float(np.std(np.log(variable.values[variable.values > 0]))) or 1.0
     if scale is None:
         scale = float(np.std(variable.values)) or 1.0
     sigma = numpyro.sample(f"sigma_{name}", dist.HalfNormal(scale))
+    if spec.observation == "lognormal":
+        # A failed solve leaves zeros; the -inf factor rejects it, and the floor
+        # keeps log(0) out of the gradient.
+        return dist.LogNormal(jnp.log(jnp.maximum(predicted, 1e-300)), sigma)
     if spec.observation == "student_t":
         return dist.StudentT(spec.student_t_df, predicted, sigma)
     return dist.Normal(predicted, sigma)

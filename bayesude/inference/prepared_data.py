@@ -105,7 +105,12 @@ def prepare_data(
         data = data.expand_dims(sweep=[0])
     data = data.transpose("sweep", "time", ...)
     observed_names = list(spec.observed)
-    input_map = {name: spec.inputs.get(name, name) for name in spec.model_inputs}
+    driven = {stimulus.input for stimulus in spec.stimuli}
+    input_map = {
+        name: spec.inputs.get(name, name)
+        for name in spec.model_inputs
+        if name not in driven
+    }
     _check_variables_present(data, observed_names + list(input_map.values()), subject)
 
     has_observation = np.zeros(data.sizes["time"], dtype=bool)

@@ -2,9 +2,11 @@
 
 from bayesude.core.mechanistic import MechanisticModel
 from bayesude.models.fitzhugh_nagumo import FitzHughNagumo
+from bayesude.models.hodgkin_huxley import HodgkinHuxley
 from bayesude.models.membrane import PassiveMembrane, SlowCurrentMembrane
 from bayesude.models.morris_lecar import MorrisLecar
 from bayesude.models.population import LogisticGrowth, LotkaVolterra
+from bayesude.models.van_der_pol import VanDerPol
 from bayesude.models.wilson_cowan import WilsonCowan
 
 MODEL_LIBRARY: dict[str, type[MechanisticModel]] = {
@@ -14,9 +16,11 @@ MODEL_LIBRARY: dict[str, type[MechanisticModel]] = {
         SlowCurrentMembrane,
         FitzHughNagumo,
         MorrisLecar,
+        HodgkinHuxley,
         WilsonCowan,
         LotkaVolterra,
         LogisticGrowth,
+        VanDerPol,
     )
 }
 
@@ -34,11 +38,13 @@ def mechanistic_model(name: str) -> MechanisticModel:
 __all__ = [
     "MODEL_LIBRARY",
     "FitzHughNagumo",
+    "HodgkinHuxley",
     "LogisticGrowth",
     "LotkaVolterra",
     "MorrisLecar",
     "PassiveMembrane",
     "SlowCurrentMembrane",
+    "VanDerPol",
     "WilsonCowan",
     "mechanistic_model",
 ]

@@ -30,6 +30,7 @@ class LotkaVolterra(MechanisticModel):
     name = "lotka_volterra"
     states = ("x", "y")
     state_units = {"x": "thousands", "y": "thousands"}
+    state_constraints = {"x": "positive", "y": "positive"}
     time_units = "year"
     parameters = (
         Parameter(
@@ -85,6 +86,7 @@ class LogisticGrowth(MechanisticModel):
     name = "logistic_growth"
     states = ("y",)
     state_units = {"y": "1"}
+    state_constraints = {"y": "positive"}
     parameters = (
         Parameter("r", prior("LogNormal", loc=0.0, scale=1.0), "1/time", "growth rate"),
         Parameter(
