@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
-from numpyro.infer import Predictive
-from numpyro.infer.util import log_density, potential_energy, unconstrain_fn
+from numpyro.infer.util import constrain_fn, log_density, unconstrain_fn
 
 from bayesude.core.solve import FAILURE_REASONS, SolverSettings, stiffness_advice
 from bayesude.core.specification import ModelSpecification
@@ -30,6 +29,7 @@ from bayesude.inference.model import (
 )
 from bayesude.inference.preflight import (
     offending_sites,
+    prior_draws,
     resolve_solver,
     warn_gradient_accuracy,
 )
@@ -73,27 +73,21 @@ def check_model(
     prepared = prepare_data(spec, data, subject)
     spec = resolve_solver(spec, prepared, seed)
     warn_gradient_accuracy(spec)
-    spec = dataclasses.replace(
-        spec, solver=dataclasses.replace(spec.solver, adjoint="recursive_checkpoint")
-    )
+    latent = prior_draws(spec, prepared, num_draws, seed)
+    num_parameters = sum(build_model(spec, prepared).latent_sizes.values())
+    spec = dataclasses.replace(spec, solver=spec.solver.resolved(num_parameters, True))
     built = build_model(spec, prepared)
-    draws = Predictive(built.model, num_samples=num_draws)(
-        jax.random.key(seed), observe=False, record_trajectories=True
+    evaluate = jax.jit(jax.vmap(_evaluation(built.model, spec.solver.adjoint)))
+    log_densities, gradients_finite, solved, codes = (
+        np.asarray(value) for value in evaluate(latent)
     )
-    latent = {name: draws[name] for name in built.latent_sizes}
-    solved = np.asarray(draws[SOLVER_SUCCESS_SITE], dtype=bool)
-    codes = np.asarray(draws[SOLVER_FAILURE_CODE_SITE], dtype=int)
-    log_densities = np.asarray(
-        jax.vmap(lambda values: log_density(built.model, (), {}, values)[0])(latent)
-    )
-    gradients_finite = _finite_gradients(built.model, latent)
 
     table = pd.DataFrame(
         {name: np.asarray(value) for name, value in latent.items() if value.ndim == 1}
     )
-    table["solved"] = solved
+    table["solved"] = solved.astype(bool)
     table["finite_log_density"] = np.isfinite(log_densities)
-    table["finite_gradient"] = gradients_finite
+    table["finite_gradient"] = gradients_finite.astype(bool)
     table["problem"] = [
         _problem(
             spec.solver,
@@ -109,17 +103,33 @@ def check_model(
     return table
 
 
-def _finite_gradients(model, latent: dict) -> np.ndarray:
-    """Whether the gradient of the potential (unconstrained space) is finite."""
+def _evaluation(model, adjoint: str):
+    """``values -> (log density, finite gradient, solved, failure code)`` of one draw.
+
+    One solve gives all four: the gradient of the potential (unconstrained
+    space, as NUTS sees it) carries the log density and the solve's flags as
+    auxiliary outputs, in the differentiation mode the sampler will use.
+    """
+    differentiate = jax.jacfwd if adjoint == "forward" else jax.grad
+
+    def potential(z):
+        values = constrain_fn(model, (), {}, z)
+        density, trace = log_density(model, (), {"record_trajectories": True}, values)
+        flags = (
+            trace[SOLVER_SUCCESS_SITE]["value"],
+            trace[SOLVER_FAILURE_CODE_SITE]["value"],
+        )
+        return -density, (density, flags)
 
     def one(values):
-        unconstrained = unconstrain_fn(model, (), {}, values)
-        gradient = jax.grad(lambda z: potential_energy(model, (), {}, z))(unconstrained)
-        return jnp.all(
+        z = unconstrain_fn(model, (), {}, values)
+        gradient, (density, (solved, code)) = differentiate(potential, has_aux=True)(z)
+        finite = jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(gradient)])
         )
+        return density, finite, solved, code
 
-    return np.asarray(jax.vmap(one)(latent), dtype=bool)
+    return one
 
 
 def _problem(

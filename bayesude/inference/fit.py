@@ -14,7 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import xarray as xr
-from numpyro.infer import MCMC, SVI, Trace_ELBO, init_to_median, init_to_value
+from numpyro import handlers
+from numpyro.infer import (
+    MCMC,
+    SVI,
+    Trace_ELBO,
+    init_to_median,
+    init_to_uniform,
+    init_to_value,
+)
 from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from numpyro.infer.util import (
     constrain_fn,
@@ -25,6 +33,14 @@ from numpyro.infer.util import (
 
 from bayesude.core.specification import ModelSpecification
 from bayesude.inference.model import BuiltModel, build_model
+from bayesude.inference.preflight import (
+    offending_sites,
+    resolve_chain_method,
+    resolve_solver,
+    trajectory_size_bytes,
+    warn_gradient_accuracy,
+    warn_trajectory_size,
+)
 from bayesude.inference.prepared_data import prepare_data
 from bayesude.inference.solver_failures import FailureCountingNUTS, SolverFailureLog
 from bayesude.results import assemble_inference_data
@@ -32,7 +48,11 @@ from bayesude.results import assemble_inference_data
 logger = logging.getLogger(__name__)
 
 METHODS = ("nuts", "svi", "map")
-INITIALISATIONS = ("prior", "map", "svi")
+INITIALISATIONS = ("prior", "random", "map", "svi")
+
+#: Attempts per chain at a start with a finite log density and gradient
+#: (NumPyro's own limit), before the fit stops and names the failing sites.
+INIT_ATTEMPTS = 100
 
 #: Jitter (standard deviation, unconstrained space) added to a MAP start so the
 #: chains start apart and R-hat can still detect a failure to mix.
@@ -57,6 +77,8 @@ class InferenceSettings:
     chain_method: str
     svi_steps: int
     svi_learning_rate: float
+    chain_method_used: str
+    save_trajectories: bool
 
 
 def fit(
@@ -78,6 +100,7 @@ def fit(
     svi_steps: int = 2000,
     svi_learning_rate: float = 0.01,
     num_trajectory_draws: int = 100,
+    save_trajectories: bool = False,
     subject: str | None = None,
     model_name: str | None = None,
 ) -> az.InferenceData:
@@ -102,8 +125,12 @@ def fit(
     progress_bar
         Show NumPyro's progress bar while sampling.
     init
-        Where NUTS chains start: ``"prior"`` (around prior medians), ``"map"``
-        (jittered around the MAP estimate) or ``"svi"`` (draws from an SVI fit).
+        Where NUTS chains start: ``"prior"`` (around prior medians),
+        ``"random"`` (uniform in [-2, 2] in unconstrained space, so chains start
+        apart), ``"map"`` (jittered around the MAP estimate) or ``"svi"``
+        (draws from an SVI fit). A start whose log density or gradient is not
+        finite is redrawn, up to :data:`INIT_ATTEMPTS` times per chain; then
+        the fit stops with an error naming the sites at fault.
     initial_values
         Optional starting values per chain (constrained space, by site name);
         None entries use ``init``. A start whose ODE solve fails is replaced by
@@ -113,13 +140,22 @@ def fit(
         NUTS settings.
     chain_method
         ``"vectorized"`` (all chains in one compiled program, fastest on a
-        CPU) or ``"sequential"``.
+        CPU), ``"sequential"``, or ``"parallel"``, which needs one JAX device
+        per chain and falls back to ``"vectorized"`` with a
+        :class:`~bayesude.core.numerical_warnings.ChainMethodWarning` otherwise.
+        The method used is stored in the ``inference_settings`` attribute
+        (``chain_method_used``).
     svi_steps, svi_learning_rate
         Adam steps and learning rate for ``"svi"``/``"map"`` and for SVI/MAP
         initialisation.
     num_trajectory_draws
-        Posterior draws for which the noise-free trajectories are stored (group
-        ``predictions``), for plots.
+        Posterior draws for which the noise-free trajectories of the observed
+        variables are stored (group ``predictions``), for plots; 0 stores none.
+    save_trajectories
+        Store the trajectories of every state for every draw instead; a
+        :class:`~bayesude.core.numerical_warnings.TrajectorySizeWarning` gives
+        the size before sampling. Solves save only the observation times either
+        way, and the predictive pass solves draws in chunks.
     subject, model_name
         Labels stored with the result.
 
@@ -134,6 +170,23 @@ def fit(
     if "subject" in data.dims:
         data = data.isel(subject=0, drop=True)
     prepared = prepare_data(spec, data, subject)
+    spec = resolve_solver(spec, prepared, seed)
+    warn_gradient_accuracy(spec)
+    chain_method_used = "none"
+    if method == "nuts":
+        chain_method_used = resolve_chain_method(chain_method, num_chains)
+    if save_trajectories:
+        warn_trajectory_size(
+            trajectory_size_bytes(
+                num_chains,
+                num_samples,
+                prepared.num_sweeps,
+                prepared.times.size,
+                len(spec.state_names),
+            ),
+            f"{num_chains} chains × {num_samples} draws × {prepared.num_sweeps} "
+            f"sweeps × {prepared.times.size} times × {len(spec.state_names)} states",
+        )
     spec = _with_adjoint(
         spec,
         spec.solver.resolved(
@@ -155,6 +208,8 @@ def fit(
         chain_method=chain_method,
         svi_steps=svi_steps,
         svi_learning_rate=svi_learning_rate,
+        chain_method_used=chain_method_used,
+        save_trajectories=save_trajectories,
     )
     if method == "nuts":
         samples, stats = _run_nuts(
@@ -190,7 +245,9 @@ def fit(
         stats=stats,
         key=key_predict,
         num_trajectory_draws=num_trajectory_draws,
+        save_trajectories=save_trajectories,
         attributes={
+            "chain_method_used": chain_method_used,
             "subject": subject,
             "model_name": model_name or (spec.mechanistic or "neural"),
             "seed": seed,
@@ -213,7 +270,7 @@ def _run_nuts(
     initial_values,
     progress_bar: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    failure_log = SolverFailureLog(settings.num_chains, settings.chain_method)
+    failure_log = SolverFailureLog(settings.num_chains, settings.chain_method_used)
     built = build_model(spec, prepared, failure_log)
     forward_mode = spec.solver.adjoint == "forward"
     key_init, key_warmup = jax.random.split(key)
@@ -238,7 +295,7 @@ def _run_nuts(
         num_warmup=settings.num_warmup,
         num_samples=settings.num_samples,
         num_chains=settings.num_chains,
-        chain_method=settings.chain_method,
+        chain_method=settings.chain_method_used,
         progress_bar=progress_bar,
     )
     extra_fields = (
@@ -359,11 +416,11 @@ def _valid_start(
     """
     key_default, key_jitter = jax.random.split(key)
     strategy = init_to_median(num_samples=15)
+    if init == "random":
+        strategy = init_to_uniform(radius=2.0)
     if fallback is not None:
         strategy = init_to_value(values=fallback)
-    default = initialize_model(
-        key_default, built.model, init_strategy=strategy
-    ).param_info
+    default = _initialize(key_default, built, strategy)
     default_z = default.z
     if fallback is not None and init == "map":
         default_z = _jitter(default_z, key_jitter)
@@ -388,6 +445,34 @@ def _valid_start(
         values,
     )
     return default_z, True
+
+
+def _initialize(key, built, strategy):
+    """NumPyro's initialisation (up to :data:`INIT_ATTEMPTS` draws), explained.
+
+    When every attempt fails, the error names the sites whose log density is
+    not finite at the last attempt, instead of NumPyro's generic message.
+    """
+    try:
+        return initialize_model(key, built.model, init_strategy=strategy).param_info
+    except RuntimeError as error:
+        if "Cannot find valid initial parameters" not in str(error):
+            raise
+    values = handlers.trace(
+        handlers.seed(handlers.substitute(built.model, substitute_fn=strategy), key)
+    ).get_trace()
+    latent = {
+        name: site["value"]
+        for name, site in values.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+    sites = offending_sites(built.model, latent) or ["no single site"]
+    raise RuntimeError(
+        f"No starting point with a finite log density and gradient was found in "
+        f"{INIT_ATTEMPTS} attempts; at the last one the problem was at "
+        f"{', '.join(sites)}. Check that the priors of these sites match the "
+        f"data and the model's constraints, or start from init='svi'."
+    ) from None
 
 
 def _jitter(z, key):

@@ -75,19 +75,9 @@ def stiffness_at_prior_median(
     spec: ModelSpecification, data: PreparedData, seed: int = 0
 ) -> StiffnessEstimate:
     """Stiffness estimate at the initial state and the prior median."""
-    # The solve itself plays no part here; a tiny explicit one keeps the prior
-    # draws cheap whatever the solver setting.
-    cheap = dataclasses.replace(
-        spec,
-        solver=dataclasses.replace(
-            spec.solver, solver="Tsit5", max_steps=2, adjoint="recursive_checkpoint"
-        ),
-    )
-    built = build_model(cheap, data)
-    draws = Predictive(
-        built.model, num_samples=_MEDIAN_DRAWS, return_sites=list(built.latent_sizes)
-    )(jax.random.key(seed))
-    median = {name: np.median(np.asarray(v), axis=0) for name, v in draws.items()}
+    built = _without_solve(spec, data)
+    draws = prior_draws(spec, data, _MEDIAN_DRAWS, seed)
+    median = {name: np.median(v, axis=0) for name, v in draws.items()}
     capture: dict = {}
     handlers.seed(handlers.substitute(built.model, data=median), 0)(capture=capture)
     return estimate_stiffness(
@@ -97,6 +87,29 @@ def stiffness_at_prior_median(
         capture["t0"],
         capture["t1"],
     )
+
+
+def prior_draws(
+    spec: ModelSpecification, data: PreparedData, num_draws: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Prior draws of every latent site, ``{site: (num_draws, ...)}``."""
+    built = _without_solve(spec, data)
+    draws = Predictive(
+        built.model, num_samples=num_draws, return_sites=list(built.latent_sizes)
+    )(jax.random.key(seed))
+    return {name: np.asarray(value) for name, value in draws.items()}
+
+
+def _without_solve(spec: ModelSpecification, data: PreparedData):
+    # The solve plays no part in prior draws; a two-step explicit one keeps
+    # them cheap whatever the solver setting.
+    cheap = dataclasses.replace(
+        spec,
+        solver=dataclasses.replace(
+            spec.solver, solver="Tsit5", max_steps=2, adjoint="recursive_checkpoint"
+        ),
+    )
+    return build_model(cheap, data)
 
 
 def warn_gradient_accuracy(spec: ModelSpecification) -> list[str]:
@@ -196,6 +209,7 @@ def offending_sites(model, values: dict) -> list[str]:
 __all__ = [
     "format_bytes",
     "offending_sites",
+    "prior_draws",
     "resolve_chain_method",
     "resolve_solver",
     "stiffness_at_prior_median",
