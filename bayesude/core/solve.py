@@ -331,7 +331,7 @@ def _finite_vector_field(vector_field):
     extreme proposal would then abort a whole run. A non-finite derivative
     becomes a huge finite one instead (the step is rejected, and the solve
     fails through its step budget or a non-finite state, which the likelihood
-    rejects), and a non-finite tangent becomes zero.
+    rejects), and its tangent becomes zero.
     """
 
     def guarded(t, y, args):
@@ -340,17 +340,10 @@ def _finite_vector_field(vector_field):
     return guarded
 
 
-@jax.custom_jvp
 def _finite(x: Array) -> Array:
+    # Where selects, so the non-finite branch's tangent is dropped with it.
     huge = jnp.sqrt(jnp.finfo(jnp.result_type(x)).max)
     return jnp.where(jnp.isfinite(x), x, huge)
-
-
-@_finite.defjvp
-def _finite_jvp(primals, tangents):
-    (x,), (tangent,) = primals, tangents
-    keep = jnp.isfinite(x) & jnp.isfinite(tangent)
-    return _finite(x), jnp.where(keep, tangent, jnp.zeros_like(tangent))
 
 
 def _controller_coefficients(settings: SolverSettings) -> dict[str, float]:
