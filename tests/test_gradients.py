@@ -51,10 +51,21 @@ def test_default_settings_match_the_closed_form_gradient_to_1e_4():
     assert _relative_error(gradient_y0, LOSS_GRADIENT_Y0) < 1e-4
 
 
-@pytest.mark.parametrize("adjoint", sorted(ADJOINTS))
-@pytest.mark.parametrize(
-    "solver", ["Tsit5", "Dopri5", "Dopri8", "Kvaerno3", "Kvaerno5"]
-)
+SOLVERS = ["Tsit5", "Dopri5", "Dopri8", "Kvaerno3", "Kvaerno5"]
+# Every adjoint with the default solver and every solver with the default adjoint
+# run by default; the whole grid (implicit solvers compile slowly) in the slow suite.
+DEFAULT_GRID = [(adjoint, "Tsit5") for adjoint in sorted(ADJOINTS)] + [
+    ("recursive_checkpoint", solver) for solver in SOLVERS[1:]
+]
+SLOW_GRID = [
+    pytest.param(adjoint, solver, marks=pytest.mark.slow)
+    for adjoint in sorted(ADJOINTS)
+    for solver in SOLVERS
+    if (adjoint, solver) not in DEFAULT_GRID
+]
+
+
+@pytest.mark.parametrize(("adjoint", "solver"), DEFAULT_GRID + SLOW_GRID)
 def test_every_adjoint_and_solver_match_the_closed_form_gradient_to_1e_3(
     adjoint, solver
 ):
