@@ -30,9 +30,9 @@ from bayesude.core.specification import (  # noqa: E402
     ModelSpecification,
     specification_from_dict,
 )
+from bayesude.data import load_current_clamp, select_subject  # noqa: E402
 from bayesude.inference.check import check_model  # noqa: E402
 from bayesude.inference.fit import fit  # noqa: E402
-from bayesude.recordings import load_current_clamp, select_subject  # noqa: E402
 from bayesude.results import load_fit, save_fit  # noqa: E402
 
 __version__ = "0.1.0"

@@ -11,6 +11,7 @@ recorded with its reason and the others go on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import pathlib
 import tempfile
@@ -26,9 +27,9 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from bayesude.core.specification import specification_from_dict
+from bayesude.data import select_subject
 from bayesude.diagnostics import summarise_fits
 from bayesude.files import atomic_path
-from bayesude.recordings import load_current_clamp, select_subject
 from bayesude.report import write_report
 from bayesude.results import load_fit
 from bayesude.workflow import Workflow
@@ -48,6 +49,7 @@ class FitTask:
     specification: dict[str, Any]
     data: xr.Dataset
     inference: dict[str, Any]
+    data_error: str | None = None
 
     @property
     def filename(self) -> str:
@@ -80,6 +82,8 @@ def run_fit_task(task: FitTask) -> FitOutcome:
     from bayesude.inference.fit import fit
 
     started = time.perf_counter()
+    if task.data_error is not None:
+        return FitOutcome(task.subject, task.model_name, None, task.data_error, 0.0)
     try:
         spec = specification_from_dict(task.specification, f"models.{task.model_name}")
         settings = dict(task.inference)
@@ -112,16 +116,20 @@ def _netcdf_bytes(idata: az.InferenceData) -> bytes:
 
 
 def build_tasks(workflow: Workflow) -> list[FitTask]:
-    """One task per subject and model, with each subject's data selected."""
-    data_settings = workflow.settings.data
-    recordings = load_current_clamp(
-        workflow.subject_files(),
-        window_ms=data_settings.window_ms,
-        downsample_ms=data_settings.downsample_ms,
-    )
+    """One task per subject and model, with each subject's data selected.
+
+    A subject whose data could not be loaded gets tasks that carry the reason
+    and fail at once, so it is reported and the other subjects are fitted.
+    """
+    recordings = workflow.load_data()
+    unusable = json.loads(recordings.attrs.get("subject_errors", "{}"))
     tasks = []
-    for subject in data_settings.subjects:
-        subject_data = select_subject(recordings, subject).load()
+    for subject in [*map(str, recordings["subject"].values), *unusable]:
+        subject_data = (
+            select_subject(recordings, subject).load()
+            if subject not in unusable
+            else xr.Dataset()
+        )
         for model_name, spec in workflow.specifications.items():
             tasks.append(
                 FitTask(
@@ -130,6 +138,7 @@ def build_tasks(workflow: Workflow) -> list[FitTask]:
                     spec.as_dict(),
                     subject_data,
                     workflow.inference[model_name],
+                    data_error=unusable.get(subject),
                 )
             )
     return tasks
@@ -169,7 +178,7 @@ def run_workflow(
         "Workflow %s: %d fits (%d subjects × %d models) on %s.",
         workflow.name,
         len(tasks),
-        len(workflow.settings.data.subjects),
+        len({task.subject for task in tasks}),
         len(workflow.specifications),
         f"{workers} worker processes" if workers else "this process",
     )

@@ -111,6 +111,7 @@ def assemble_inference_data(
         idata.observed_data = idata.observed_data.assign_coords(
             sweep=(observation, data.sweeps[variable.sweep_index]),
             time=(observation, data.times[variable.time_index]),
+            row=(observation, variable.row),
         )
     warmup = {
         k[len(_WARMUP_PREFIX) :]: v

@@ -11,6 +11,7 @@ import pathlib
 from typing import Any, Literal
 
 import pydantic
+import xarray as xr
 import yaml
 
 from bayesude.core.specification import ModelSpecification, specification_from_dict
@@ -21,20 +22,68 @@ class _Strict(pydantic.BaseModel):
 
 
 class SubjectEntry(_Strict):
-    """One subject's recording: its file, sweeps and optional window."""
+    """One subject's file; sweeps, window and channel for current-clamp files."""
 
     file: str
     sweeps: list[int] | None = None
     window_ms: tuple[float, float] | None = None
+    channel: int | str | None = None
+
+
+#: Loaders of current-clamp recordings (NetCDF by suffix, ABF, NWB).
+CURRENT_CLAMP_LOADERS = ("current_clamp", "abf", "nwb")
+#: Loaders of tables and stores in the data convention.
+TABLE_LOADERS = ("csv", "netcdf", "zarr")
 
 
 class DataSection(_Strict):
-    """Where the recordings are and how to preprocess them."""
+    """Where the recordings are, which loader reads them, and their preprocessing.
 
-    loader: Literal["current_clamp"] = "current_clamp"
-    subjects: dict[str, SubjectEntry]
+    Name the subjects' files one by one (``subjects``) or give one file,
+    folder or glob pattern (``files``). Current-clamp loaders take
+    ``window_ms`` and ``downsample_ms``; table loaders take ``sidecar``,
+    ``t0``, ``convert_units``, ``window`` and ``downsample`` (in the output
+    time units).
+    """
+
+    loader: Literal["current_clamp", "abf", "nwb", "csv", "netcdf", "zarr"] = (
+        "current_clamp"
+    )
+    subjects: dict[str, SubjectEntry] | None = None
+    files: str | None = None
     window_ms: tuple[float, float] | None = None
-    downsample_ms: float = pydantic.Field(default=1.0, gt=0)
+    downsample_ms: float | None = pydantic.Field(default=None, gt=0)
+    sidecar: str | None = None
+    t0: float | None = None
+    convert_units: dict[str, str] | None = None
+    window: tuple[float, float] | None = None
+    downsample: float | None = pydantic.Field(default=None, gt=0)
+
+    @pydantic.model_validator(mode="after")
+    def _fields_fit_the_loader(self) -> DataSection:
+        if (self.subjects is None) == (self.files is None):
+            raise ValueError(
+                "give exactly one of 'subjects' (a file per subject) and 'files' "
+                "(a file, folder or glob pattern)"
+            )
+        current_clamp = self.loader in CURRENT_CLAMP_LOADERS
+        table_fields = ("sidecar", "t0", "convert_units", "window", "downsample")
+        wrong = (
+            [f for f in table_fields if getattr(self, f) is not None]
+            if current_clamp
+            else [f for f in ("window_ms", "downsample_ms") if getattr(self, f)]
+        )
+        for entry in (self.subjects or {}).values():
+            if not current_clamp and (entry.sweeps or entry.window_ms or entry.channel):
+                wrong.append("subjects.*.sweeps/window_ms/channel")
+        if wrong:
+            raise ValueError(
+                f"loader {self.loader!r} does not take {sorted(set(wrong))}; "
+                f"current-clamp loaders {list(CURRENT_CLAMP_LOADERS)} take "
+                f"window_ms, downsample_ms and per-subject sweeps, window_ms and "
+                f"channel; loaders {list(TABLE_LOADERS)} take {list(table_fields)}"
+            )
+        return self
 
 
 class InferenceSection(_Strict):
@@ -107,10 +156,10 @@ class Workflow:
         return self.settings.name
 
     def subject_files(self) -> dict[str, dict[str, Any]]:
-        """Per-subject loader descriptions, paths resolved against the workflow file."""
+        """Per-subject file descriptions, paths resolved against the workflow file."""
         base = self.path.parent
         subjects = {}
-        for subject, entry in self.settings.data.subjects.items():
+        for subject, entry in (self.settings.data.subjects or {}).items():
             file = (base / entry.file).resolve()
             if not file.exists():
                 raise FileNotFoundError(
@@ -118,13 +167,83 @@ class Workflow:
                     f"which does not exist (looked for {file}). Paths are relative to "
                     f"the workflow file; fix the path or add the file."
                 )
-            description: dict[str, Any] = {"file": str(file)}
-            if entry.sweeps is not None:
-                description["sweeps"] = entry.sweeps
+            description = entry.model_dump(exclude_none=True)
+            description["file"] = str(file)
             if entry.window_ms is not None:
                 description["window_ms"] = tuple(entry.window_ms)
             subjects[subject] = description
         return subjects
+
+    def load_data(self) -> xr.Dataset:
+        """Load the workflow's recordings with its loader and preprocessing.
+
+        A subject whose file cannot be used is left out and its reason kept in
+        the attribute ``subject_errors`` (JSON, by subject), so a batch can
+        report it and fit the others.
+
+        Raises
+        ------
+        FileNotFoundError
+            A file the workflow names does not exist, or ``files`` matches
+            nothing; the message names the workflow file and the field.
+        """
+        from bayesude.data import load_current_clamp
+        from bayesude.data.files import combine, load_files, matching_files
+
+        data = self.settings.data
+        options = self._loader_options()
+        if data.files is not None:
+            pattern = str(self.path.parent / data.files)
+            try:
+                matching_files(pattern)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"{self.path}: data.files is {data.files!r}, which matches no "
+                    f"file (looked for {pattern}). Paths are relative to the "
+                    f"workflow file; fix the path or pattern."
+                ) from None
+            return load_files(pattern, loader=data.loader, **options)
+        subjects = self.subject_files()
+        if data.loader in CURRENT_CLAMP_LOADERS:
+            return load_current_clamp(subjects, **options)
+        return combine(
+            [
+                _single_subject(
+                    load_files(entry["file"], loader=data.loader, **options), name
+                )
+                for name, entry in subjects.items()
+            ]
+        )
+
+    def _loader_options(self) -> dict[str, Any]:
+        data = self.settings.data
+        options: dict[str, Any] = {"errors": "collect"}
+        if data.loader in CURRENT_CLAMP_LOADERS:
+            options["window_ms"] = data.window_ms
+            options["downsample_ms"] = data.downsample_ms or 1.0
+            if data.loader != "current_clamp":
+                options["format"] = data.loader
+            return options
+        if data.sidecar is not None:
+            options["sidecar"] = str(self.path.parent / data.sidecar)
+        options.update(
+            t0=data.t0,
+            convert_units=data.convert_units,
+            window=data.window,
+            downsample=data.downsample,
+        )
+        return options
+
+
+def _single_subject(dataset: xr.Dataset, name: str) -> xr.Dataset:
+    """A one-subject dataset renamed to `name`, the workflow's subject name."""
+    if dataset.sizes["subject"] != 1:
+        raise ValueError(
+            f"data.subjects.{name} names a file with {dataset.sizes['subject']} "
+            f"subjects ({', '.join(map(str, dataset['subject'].values))}); list it "
+            "under 'files' instead, which keeps every subject."
+        )
+    return dataset.assign_coords(subject=[name])
 
 
 def load_workflow(path: str | pathlib.Path) -> Workflow:

@@ -7,8 +7,13 @@ os.environ.setdefault("BAYESUDE_COMPILATION_CACHE", "")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
+from decay_model import ExponentialDecay  # noqa: E402
 
 import bayesude  # noqa: E402, F401  (switches JAX to float64)
+from bayesude.models import MODEL_LIBRARY  # noqa: E402
+
+# A test-only model, registered before test modules build specifications.
+MODEL_LIBRARY[ExponentialDecay.name] = ExponentialDecay
 
 PASSIVE_TRUTH = {"tau_m": 15.0, "E_L": -65.0, "R_in": 150.0}
 PASSIVE_NOISE_MV = 0.5

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from bayesude.recordings import load_current_clamp, select_subject
+from bayesude.data import load_current_clamp, select_subject
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "current_clamp"
 FICURVE_STEP_MS = (823.4, 1323.4)

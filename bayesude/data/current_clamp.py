@@ -1,10 +1,12 @@
 """Load whole-cell current-clamp recordings into the bayesude data convention.
 
-The loader reads NetCDF files with ``voltage (sweep, time)`` in mV and
-``command_current (sweep, time)`` in pA, ``time`` in seconds, and returns one
-``xarray.Dataset`` with dimensions ``(subject, sweep, time)`` as described in
-``docs/conventions.md``: time in ms on the union of all subjects' sample
-times, NaN where a subject recorded nothing, and the preprocessing written into
+One loader for three file formats, chosen by the file's suffix: NetCDF files
+(``.nc``) with ``voltage (sweep, time)`` in mV, ``command_current (sweep,
+time)`` in pA and ``time`` in s; Axon ABF files (``.abf``, read by pyabf);
+and NWB files (``.nwb``, read by pynwb). It returns one ``xarray.Dataset`` with
+dimensions ``(subject, sweep, time)`` as described in ``docs/conventions.md``:
+time in ms on the union of all subjects' sample times, NaN where a subject
+recorded nothing, and the file, sweeps, channel and preprocessing written into
 the dataset's attributes.
 """
 
@@ -20,29 +22,27 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from scipy import signal
 
-__all__ = ["load_current_clamp", "select_subject"]
+from bayesude.data import resample
+from bayesude.data.abf import read_abf
+from bayesude.data.nwb import read_nwb
+from bayesude.data.sweeps import RawSweeps
+from bayesude.errors import DataValidationError
+
+__all__ = ["FORMATS", "load_current_clamp"]
 
 # Variable name in the source file -> (name in the Dataset, required units).
 _SOURCE_VARIABLES = {"voltage": ("voltage", "mV"), "command_current": ("current", "pA")}
-_DESCRIPTION_KEYS = ("file", "sweeps", "window_ms")
-_SECONDS_TO_MS = 1000.0
+_DESCRIPTION_KEYS = ("file", "sweeps", "window_ms", "channel")
 
-# Butterworth low-pass applied forwards and backwards (zero phase), with its
-# cut-off at 80 % of the new Nyquist frequency, the same margin as
-# scipy.signal.decimate's default filter.
-_FILTER_ORDER = 8
-_CUTOFF_FRACTION_OF_NYQUIST = 0.8
-# Extend each sweep end by this many new sample intervals (odd reflection), so
-# the filter's start-up transient is spent outside the recorded samples.
-_PAD_NEW_INTERVALS = 10
+#: File formats by suffix; ``format="auto"`` picks one from the suffix.
+FORMATS = {".nc": "netcdf", ".abf": "abf", ".nwb": "nwb"}
+_SECONDS_TO_MS = 1000.0
 
 # Times are rounded to 1e-9 ms so that grids built from different window
 # starts (e.g. 100 + k * 0.1 and 50 + k * 0.1) meet on identical floats.
 _TIME_DECIMALS = 9
-# Relative tolerance when asking whether a time falls on a sample.
-_GRID_TOLERANCE = 1e-6
+_GRID_TOLERANCE = resample.GRID_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class _SubjectRequest:
     given_file: str
     sweeps: tuple[int, ...] | None
     window_ms: tuple[float, float] | None
+    format: str
+    channel: int | str | None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class _Recording:
     voltage: np.ndarray  # (sweep, time), mV
     current: np.ndarray  # (sweep, time), pA
     sweep_numbers: np.ndarray  # (sweep,)
+    channel: str
     attrs: dict[str, Any]
 
 
@@ -85,6 +88,8 @@ def load_current_clamp(
     window_ms: tuple[float, float] | None = None,
     downsample_ms: float = 1.0,
     base_dir: str | os.PathLike | None = None,
+    format: str = "auto",
+    errors: str = "raise",
 ) -> xr.Dataset:
     """Load current-clamp sweeps of several subjects into one Dataset.
 
@@ -95,12 +100,19 @@ def load_current_clamp(
         with the keys
 
         ``file`` (str or path, required)
-            NetCDF file with ``voltage (sweep, time)`` in mV,
-            ``command_current (sweep, time)`` in pA and ``time`` in s;
-            relative to `base_dir` when that is given.
+            A NetCDF file (``.nc``) with ``voltage (sweep, time)`` in mV,
+            ``command_current (sweep, time)`` in pA and ``time`` in s; an
+            Axon ABF file (``.abf``); or an NWB file (``.nwb``) whose
+            ``CurrentClampSeries`` are the sweeps, each with its
+            ``CurrentClampStimulusSeries``. Relative to `base_dir` when that
+            is given.
         ``sweeps`` (sequence of int, optional)
-            Positions along the file's ``sweep`` dimension, in the order
+            Positions of the sweeps in the file (0 = first), in the order
             wanted; all sweeps when absent or None.
+        ``channel`` (int or str, optional)
+            ABF: the ADC channel recording the membrane potential (default
+            0). NWB: the name of the intracellular electrode (default: the
+            only one). Not allowed for NetCDF.
         ``window_ms`` (pair of float, optional)
             ``(start_ms, end_ms)`` from sweep start, overriding the global
             `window_ms` for this subject.
@@ -116,6 +128,13 @@ def load_current_clamp(
         recording's own interval (0.05 ms at 20 kHz) to keep every sample.
     base_dir : str or path, optional
         Folder that relative ``file`` entries are resolved against.
+    format : {"auto", "netcdf", "abf", "nwb"}, default "auto"
+        File format of every subject; "auto" picks it from each suffix.
+    errors : {"raise", "collect"}, default "raise"
+        What a subject whose file cannot be used does: raise its
+        :class:`DataValidationError`, or leave the subject out and record the
+        message in the attribute ``subject_errors`` (JSON, by subject) so a
+        batch can report it and fit the others.
 
     Returns
     -------
@@ -131,19 +150,23 @@ def load_current_clamp(
         * ``source_file`` (subject,), the file as given in `subjects`.
 
         Values a subject did not record are NaN. JSON attributes record the
-        preprocessing: ``window_ms`` and ``sweeps`` per subject,
-        ``source_attributes`` (each file's global attributes), plus
-        ``downsample_ms`` and ``downsample_method``.
+        provenance and preprocessing: ``window_ms``, ``sweeps`` and
+        ``channels`` per subject, ``source_attributes`` (each file's own
+        metadata), ``downsample_ms``, ``downsample_method`` and
+        ``subject_errors``.
 
     Raises
     ------
     FileNotFoundError
         If a subject's file does not exist.
+    DataValidationError
+        (a ValueError) If a file cannot be read (corrupt ABF or NWB), lacks
+        ``voltage`` or ``command_current`` or has other units, has no finite
+        voltage, or has sweeps of different lengths.
     ValueError
-        If a description is malformed, a file lacks ``voltage`` or
-        ``command_current`` or has other units, a sweep index is out of range,
-        a window lies outside the recording, or `downsample_ms` is not a
-        positive number at least as large as the sampling interval.
+        If a description is malformed, a sweep index is out of range, a window
+        lies outside the recording, or `downsample_ms` is not a positive
+        number at least as large as the sampling interval.
 
     Notes
     -----
@@ -180,67 +203,33 @@ def load_current_clamp(
             "such as {'cell_1': {'file': 'cell_1.nc'}}."
         )
 
+    if errors not in ("raise", "collect"):
+        raise ValueError(f"errors must be 'raise' or 'collect', got {errors!r}.")
+
     requests = [
-        _parse_description(name, description, base_dir)
+        _parse_description(name, description, base_dir, format)
         for name, description in subjects.items()
     ]
-    resampled = []
+    loaded, resampled, problems = [], [], {}
     for request in requests:
-        recording = _read_recording(request)
+        try:
+            recording = _read_recording(request)
+        except DataValidationError as error:
+            if errors == "raise":
+                raise
+            problems[request.name] = str(error)
+            continue
         window = _resolve_window(request, window_ms, recording)
+        loaded.append(request)
         resampled.append(_resample(request, recording, window, downsample_ms))
-    return _assemble(requests, resampled, downsample_ms)
-
-
-def select_subject(dataset: xr.Dataset, subject: str) -> xr.Dataset:
-    """Return one subject's data, trimmed to the samples it recorded.
-
-    Parameters
-    ----------
-    dataset : xarray.Dataset
-        Recordings with dimensions ``(subject, sweep, time)``, e.g. from
-        `load_current_clamp`.
-    subject : str
-        Name of the subject to keep.
-
-    Returns
-    -------
-    xarray.Dataset
-        Dimensions ``(sweep, time)``; ``subject`` stays as a scalar
-        coordinate. Times at which no sweep has a finite observation, and
-        sweeps with no finite observation at all (padding for subjects with
-        fewer sweeps), are dropped.
-
-    Raises
-    ------
-    ValueError
-        If `subject` is not in the dataset, or no variable has
-        ``role="observed"``.
-    """
-    available = [str(name) for name in dataset["subject"].values]
-    if subject not in available:
-        raise ValueError(
-            f"Subject {subject!r} is not in the dataset; the available subjects "
-            f"are {', '.join(map(repr, available))}. Pass one of these names."
+    if not loaded:
+        raise DataValidationError(
+            f"No subject could be loaded: {json.dumps(problems)}",
+            "Fix the files named above.",
         )
-    observed = [
-        name
-        for name, variable in dataset.data_vars.items()
-        if variable.attrs.get("role") == "observed"
-    ]
-    if not observed:
-        raise ValueError(
-            "The dataset has no data variable with role='observed', so there is "
-            "nothing to decide which samples subject "
-            f"{subject!r} recorded; set attrs['role'] = 'observed' on the "
-            "measured variables."
-        )
-
-    one = dataset.sel(subject=subject)
-    finite = np.isfinite(one[observed[0]])
-    for name in observed[1:]:
-        finite = finite | np.isfinite(one[name])
-    return one.isel(time=finite.any("sweep").values, sweep=finite.any("time").values)
+    dataset = _assemble(loaded, resampled, downsample_ms)
+    dataset.attrs["subject_errors"] = json.dumps(problems)
+    return dataset
 
 
 def _check_downsample_ms(downsample_ms: Any) -> None:
@@ -276,7 +265,7 @@ def _check_window_shape(window: Any, where: str) -> tuple[float, float]:
 
 
 def _parse_description(
-    name: Any, description: Any, base_dir: str | os.PathLike | None
+    name: Any, description: Any, base_dir: str | os.PathLike | None, format: str
 ) -> _SubjectRequest:
     """Validate one subject's description and resolve its file path."""
     if not isinstance(name, str) or not name:
@@ -310,7 +299,31 @@ def _parse_description(
         given_file=given_file,
         sweeps=_check_sweep_list(name, given_file, description.get("sweeps")),
         window_ms=window,
+        format=_file_format(name, path, format),
+        channel=description.get("channel"),
     )
+
+
+def _file_format(name: str, path: Path, format: str) -> str:
+    """The reader for `path`: `format`, or the one its suffix names."""
+    if format != "auto":
+        if format not in FORMATS.values():
+            raise ValueError(
+                f"format must be 'auto' or one of {sorted(FORMATS.values())}, got "
+                f"{format!r}."
+            )
+        return format
+    chosen = FORMATS.get(path.suffix.lower())
+    if chosen is None:
+        raise DataValidationError(
+            f"The suffix {path.suffix!r} names no current-clamp format.",
+            f"Use a file ending in {', '.join(FORMATS)}, or pass format= one of "
+            f"{sorted(FORMATS.values())}.",
+            file=path,
+            subject=name,
+            field="file",
+        )
+    return chosen
 
 
 def _check_sweep_list(
@@ -342,27 +355,70 @@ def _read_recording(request: _SubjectRequest) -> _Recording:
             "exist; check the 'file' entry of its description, or set base_dir "
             "to the folder that holds it."
         )
-    with xr.open_dataset(request.path) as source:
-        arrays = _check_variables(request, source)
-        time_ms = _time_in_ms(request, source)
-        positions = _sweep_positions(request, source.sizes["sweep"])
-        return _Recording(
-            time_ms=time_ms,
-            sampling_interval_ms=_sampling_interval_ms(request, time_ms),
-            voltage=arrays["voltage"].isel(sweep=positions).values.astype(np.float64),
-            current=arrays["current"].isel(sweep=positions).values.astype(np.float64),
-            sweep_numbers=np.asarray(source["sweep"].values[positions], dtype=np.int64),
+    readers = {"netcdf": _read_netcdf, "abf": read_abf, "nwb": read_nwb}
+    raw = readers[request.format](request.path, request.name, request.channel)
+    positions = _sweep_positions(request, raw.voltage_mv.shape[0])
+    if not np.isfinite(raw.voltage_mv[positions]).any():
+        raise DataValidationError(
+            "The voltage of the selected sweeps has no finite sample (all NaN).",
+            "Choose sweeps that recorded a voltage, or leave the subject out.",
+            file=request.path,
+            subject=request.name,
+            field="voltage",
+        )
+    time_ms = raw.time_s * _SECONDS_TO_MS
+    return _Recording(
+        time_ms=time_ms,
+        sampling_interval_ms=_sampling_interval_ms(request, time_ms),
+        voltage=raw.voltage_mv[positions],
+        current=raw.current_pa[positions],
+        sweep_numbers=np.asarray(raw.sweep_numbers, dtype=np.int64)[positions],
+        channel=raw.channel,
+        attrs=raw.attrs,
+    )
+
+
+def _read_netcdf(path: Path, subject: str, channel: Any) -> RawSweeps:
+    """Every sweep of a NetCDF current-clamp file (``channel`` must be None)."""
+    if channel is not None:
+        raise DataValidationError(
+            "A NetCDF current-clamp file has one voltage and one current variable, "
+            "so there is no channel to choose.",
+            "Remove 'channel' from the subject's description.",
+            file=path,
+            subject=subject,
+            field="channel",
+        )
+    try:
+        source = xr.open_dataset(path)
+    except (OSError, ValueError) as error:
+        raise DataValidationError(
+            f"xarray cannot open it as NetCDF ({type(error).__name__}: {error}).",
+            "Check that the file is complete, or write it again with "
+            "xarray.Dataset.to_netcdf.",
+            file=path,
+            subject=subject,
+            field="file",
+        ) from None
+    with source:
+        arrays = _check_variables(path, subject, source)
+        return RawSweeps(
+            time_s=_time_in_s(path, subject, source),
+            voltage_mv=arrays["voltage"].values.astype(np.float64),
+            current_pa=arrays["current"].values.astype(np.float64),
+            sweep_numbers=np.asarray(source["sweep"].values, dtype=np.int64),
+            channel="variables voltage (mV) and command_current (pA)",
             attrs=dict(source.attrs),
         )
 
 
 def _check_variables(
-    request: _SubjectRequest, source: xr.Dataset
+    path: Path, subject: str, source: xr.Dataset
 ) -> dict[str, xr.DataArray]:
     """Return the file's voltage and current, checking names, dims and units."""
     arrays = {}
     for source_name, (name, units) in _SOURCE_VARIABLES.items():
-        where = f"file {str(request.path)!r} of subject {request.name!r}"
+        where = f"file {str(path)!r} of subject {subject!r}"
         if source_name not in source.data_vars:
             raise ValueError(
                 f"The {where} has no variable {source_name!r} (it has "
@@ -386,16 +442,19 @@ def _check_variables(
     return arrays
 
 
-def _time_in_ms(request: _SubjectRequest, source: xr.Dataset) -> np.ndarray:
-    """Return the file's time coordinate in ms; the file must give it in s."""
+def _time_in_s(path: Path, subject: str, source: xr.Dataset) -> np.ndarray:
+    """Return the file's time coordinate in s; the file must give it in s."""
     units = source["time"].attrs.get("units")
     if units != "s":
-        raise ValueError(
-            f"The time coordinate of file {str(request.path)!r} (subject "
-            f"{request.name!r}) has units {units!r}; load_current_clamp expects "
-            "seconds, so convert it and set attrs['units'] = 's'."
+        raise DataValidationError(
+            f"The time coordinate has units {units!r}; load_current_clamp expects "
+            "seconds.",
+            "Convert it to seconds and set attrs['units'] = 's'.",
+            file=path,
+            subject=subject,
+            field="time",
         )
-    return np.asarray(source["time"].values, dtype=np.float64) * _SECONDS_TO_MS
+    return np.asarray(source["time"].values, dtype=np.float64)
 
 
 def _sampling_interval_ms(request: _SubjectRequest, time_ms: np.ndarray) -> float:
@@ -465,15 +524,11 @@ def _resample(
         )
 
     new_times = _new_sample_times(window, recording, downsample_ms)
-    # Fractional position of each new time on the original sample grid.
-    position = (new_times - recording.time_ms[0]) / interval
-    nearest = np.round(position)
-    position = np.where(np.abs(position - nearest) < _GRID_TOLERANCE, nearest, position)
-
-    filtered = _lowpass(recording.voltage, interval, downsample_ms)
-    voltage = _interpolate_samples(filtered, position)
+    position = resample.sample_positions(new_times, recording.time_ms[0], interval)
+    filtered = resample.lowpass(recording.voltage, interval, downsample_ms)
+    voltage = resample.interpolate_samples(filtered, position)
     # The command holds its level until the next sample (zero-order hold).
-    current = recording.current[:, np.floor(position).astype(np.int64)]
+    current = resample.hold_samples(recording.current, position)
     return _Resampled(
         window_ms=window,
         recording=recording,
@@ -495,27 +550,6 @@ def _new_sample_times(
     )
     num_samples = min(num_in_window, num_in_recording)
     return start_ms + downsample_ms * np.arange(num_samples)
-
-
-def _lowpass(
-    voltage: np.ndarray, interval_ms: float, downsample_ms: float
-) -> np.ndarray:
-    """Zero-phase anti-alias filter of full-rate sweeps (sweep, time), in mV."""
-    ratio = downsample_ms / interval_ms
-    if ratio <= 1 + _GRID_TOLERANCE:
-        return voltage
-    cutoff = _CUTOFF_FRACTION_OF_NYQUIST / ratio  # fraction of the old Nyquist
-    sos = signal.butter(_FILTER_ORDER, cutoff, output="sos")
-    padlen = min(voltage.shape[-1] - 1, _PAD_NEW_INTERVALS * math.ceil(ratio))
-    return signal.sosfiltfilt(sos, voltage, axis=-1, padlen=padlen)
-
-
-def _interpolate_samples(trace: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """Linearly interpolate (sweep, time) traces at fractional sample positions."""
-    below = np.floor(position).astype(np.int64)
-    above = np.minimum(below + 1, trace.shape[-1] - 1)
-    fraction = position - below
-    return trace[:, below] * (1 - fraction) + trace[:, above] * fraction
 
 
 def _assemble(
@@ -583,13 +617,9 @@ def _provenance(
         "sweeps": json.dumps(
             {n: s.recording.sweep_numbers.tolist() for n, s in by_name.items()}
         ),
+        "channels": json.dumps({n: s.recording.channel for n, s in by_name.items()}),
         "downsample_ms": float(downsample_ms),
-        "downsample_method": (
-            "voltage: order-8 Butterworth low-pass at 0.8 x the new Nyquist "
-            "frequency, zero phase (scipy.signal.sosfiltfilt) on the full sweep, "
-            "then sampled at window start + k * downsample_ms; current: command "
-            "value in force at each new sample time, unfiltered"
-        ),
+        "downsample_method": resample.DOWNSAMPLE_METHOD,
         "source_attributes": json.dumps(
             {n: s.recording.attrs for n, s in by_name.items()}, default=_json_scalar
         ),
