@@ -17,13 +17,17 @@ from typing import Any
 import arviz as az
 import jax
 import numpy as np
-import scipy.stats
 import xarray as xr
 from numpyro.infer import Predictive
 
 from bayesude.core.specification import ModelSpecification
 from bayesude.files import atomic_path
 from bayesude.inference.model import SOLVER_SUCCESS_SITE, BuiltModel
+from bayesude.inference.observations import (
+    expected_observation,
+    pointwise_log_likelihood,
+    predictive_draws,
+)
 from bayesude.inference.prepared_data import PreparedData
 
 #: Packages whose versions are stored with every fit.
@@ -74,7 +78,7 @@ def assemble_inference_data(
     observed_data, log_likelihood, predictive = _observation_groups(
         spec, data, samples, trajectories, solved, key
     )
-    dims, coords = _dimensions(data, built)
+    dims, coords = _dimensions(spec, data, built)
 
     idata = az.from_dict(
         posterior=samples,
@@ -101,7 +105,9 @@ def assemble_inference_data(
     if warmup:
         idata.add_groups(warmup_sample_stats=_chain_draw_dataset(warmup))
     idata.add_groups(
-        predictions=_thinned_trajectories(data, trajectories, num_trajectory_draws)
+        predictions=_thinned_trajectories(
+            data, _expected(spec, samples, trajectories), num_trajectory_draws
+        )
     )
     idata.posterior.attrs.update(_attributes(spec, data, attributes))
     return idata
@@ -135,29 +141,44 @@ def _observation_groups(spec, data, samples, trajectories, solved, key):
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     observed, log_likelihood, predictive = {}, {}, {}
     for name, variable in data.observed.items():
-        mean = trajectories[name][..., variable.sweep_index, variable.time_index]
-        sigma = samples[f"sigma_{name}"][..., None]
-        if spec.observation == "student_t":
-            noise = scipy.stats.t(spec.student_t_df, loc=mean, scale=sigma)
-        else:
-            noise = scipy.stats.norm(loc=mean, scale=sigma)
-        pointwise = noise.logpdf(variable.values)
+        model = spec.observation_model(name)
+        state = trajectories[name][..., variable.sweep_index, variable.time_index]
+        # A failed solve has NaN states; give scipy a finite stand-in and mask.
+        state = np.where(solved[..., None], state, 0.0)
+        pointwise = pointwise_log_likelihood(
+            model, name, samples, state, variable.values
+        )
         # A draw whose solve failed has no prediction: its likelihood is zero.
         log_likelihood[name] = np.where(solved[..., None], pointwise, -np.inf)
         predictive[name] = np.where(
-            solved[..., None], noise.rvs(random_state=rng), np.nan
+            solved[..., None],
+            predictive_draws(model, name, samples, state, rng),
+            np.nan,
         )
         observed[name] = variable.values
     return observed, log_likelihood, predictive
 
 
-def _dimensions(data: PreparedData, built: BuiltModel):
+def _expected(spec, samples, trajectories) -> dict[str, np.ndarray]:
+    """Noise-free trajectories of each observed variable in its own units.
+
+    A spike count or rate is shown as its expected value, the link of the
+    latent state, so that plots compare like with like.
+    """
+    return {
+        name: expected_observation(spec.observation_model(name), name, samples, values)
+        for name, values in trajectories.items()
+    }
+
+
+def _dimensions(spec: ModelSpecification, data: PreparedData, built: BuiltModel):
     dims: dict[str, list[str]] = {}
     coords: dict[str, Any] = {"sweep": data.sweeps}
     for name in data.observed:
         dims[name] = [f"{name}_observation"]
     for variable in data.observed.values():
-        dims[f"{variable.state}_0"] = ["sweep"]
+        if not spec.observation_model(variable.name).maps_state:
+            dims[f"{variable.state}_0"] = ["sweep"]
     for name in built.networks:
         dims[f"{name}_weights"] = [f"{name}_weight"]
     return dims, coords

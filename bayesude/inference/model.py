@@ -28,6 +28,7 @@ from bayesude.core.inputs import evaluate_input
 from bayesude.core.neural import Network, build_network
 from bayesude.core.solve import solve_at_times
 from bayesude.core.specification import ModelSpecification
+from bayesude.inference.observations import observation_distribution
 from bayesude.inference.prepared_data import PreparedData
 from bayesude.inference.solver_failures import SolverFailureLog
 
@@ -108,7 +109,12 @@ def build_model(
             if record_trajectories:
                 numpyro.deterministic(f"{variable.name}_trajectory", trajectory)
             predicted = trajectory[variable.sweep_index, variable.time_index]
-            noise = _observation_distribution(spec, data, variable.name, predicted)
+            noise = observation_distribution(
+                spec.observation_model(variable.name),
+                variable.name,
+                predicted,
+                float(np.std(variable.values)) or 1.0,
+            )
             numpyro.sample(
                 variable.name,
                 noise,
@@ -126,11 +132,27 @@ def build_model(
 def _latent_sizes(spec, data, networks) -> dict[str, int]:
     sizes = {p.name: 1 for p in spec.free_parameters()}
     sizes.update({f"{name}_weights": n.num_weights for name, n in networks.items()})
-    for variable in data.observed.values():
+    for variable in _directly_observed(spec, data):
         if variable.state not in spec.initial_state:
             sizes[f"{variable.state}_0"] = data.num_sweeps
-    sizes.update({f"sigma_{name}": 1 for name in data.observed})
+    for name in data.observed:
+        sizes.update(
+            {site: 1 for site in spec.observation_model(name).parameter_sites(name)}
+        )
     return sizes
+
+
+def _directly_observed(spec, data) -> list:
+    """Observed variables that measure their state itself, not a rate of it.
+
+    Only these say what their state's initial value and range are; a spike
+    count says nothing direct about the latent activity behind it.
+    """
+    return [
+        variable
+        for variable in data.observed.values()
+        if not spec.observation_model(variable.name).maps_state
+    ]
 
 
 def _sample_parameters(spec: ModelSpecification) -> dict[str, Array]:
@@ -143,7 +165,16 @@ def _sample_parameters(spec: ModelSpecification) -> dict[str, Array]:
 
 
 def _build_networks(spec: ModelSpecification, data: PreparedData) -> dict[str, Network]:
-    data_ranges = data.variable_ranges()
+    mapped = {
+        v.state
+        for v in data.observed.values()
+        if spec.observation_model(v.name).maps_state
+    }
+    data_ranges = {
+        name: value
+        for name, value in data.variable_ranges().items()
+        if name not in mapped
+    }
     networks = {}
     for term in spec.neural_terms:
         inputs = spec.network_inputs(term)
@@ -246,7 +277,7 @@ def _make_solver(spec, data, vector_field):
 def _initial_states(spec, data, params, weights, networks) -> Array:
     """Initial state of every sweep, shape ``(num_sweeps, num_states)``."""
     observed_initial = {}
-    for variable in data.observed.values():
+    for variable in _directly_observed(spec, data):
         if variable.state in spec.initial_state:
             continue
         low, high = variable.value_range
@@ -266,9 +297,18 @@ def _initial_states(spec, data, params, weights, networks) -> Array:
     missing = [name for name in spec.state_names if name not in known]
     if missing and model is not None:
         terms = _terms(spec, params, weights, networks)
-        derived = jax.vmap(
-            lambda observed: model.initial_unobserved_state(observed, params, terms)
-        )({name: known[name] for name in known})
+        if known:
+            derived = jax.vmap(
+                lambda observed: model.initial_unobserved_state(observed, params, terms)
+            )({name: known[name] for name in known})
+        else:
+            # Only spike counts or rates observed: every sweep starts alike.
+            derived = {
+                name: jnp.broadcast_to(value, (num_sweeps,))
+                for name, value in model.initial_unobserved_state(
+                    {}, params, terms
+                ).items()
+            }
         known.update(
             {name: value for name, value in derived.items() if name in missing}
         )
@@ -280,14 +320,3 @@ def _initial_states(spec, data, params, weights, networks) -> Array:
             f"specification's initial_state, e.g. initial_state: {{{missing[0]}: 0.0}}."
         )
     return jnp.stack([known[name] for name in spec.state_names], axis=-1)
-
-
-def _observation_distribution(spec, data, name, predicted) -> dist.Distribution:
-    variable = data.observed[name]
-    scale = spec.noise_prior_scale
-    if scale is None:
-        scale = float(np.std(variable.values)) or 1.0
-    sigma = numpyro.sample(f"sigma_{name}", dist.HalfNormal(scale))
-    if spec.observation == "student_t":
-        return dist.StudentT(spec.student_t_df, predicted, sigma)
-    return dist.Normal(predicted, sigma)

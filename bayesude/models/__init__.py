@@ -2,19 +2,24 @@
 
 from bayesude.core.mechanistic import MechanisticModel
 from bayesude.models.fitzhugh_nagumo import FitzHughNagumo
+from bayesude.models.integrate_and_fire import AdaptiveIntegrateAndFireSubthreshold
+from bayesude.models.jansen_rit import JansenRit
 from bayesude.models.membrane import PassiveMembrane, SlowCurrentMembrane
 from bayesude.models.morris_lecar import MorrisLecar
 from bayesude.models.population import LogisticGrowth, LotkaVolterra
-from bayesude.models.wilson_cowan import WilsonCowan
+from bayesude.models.wilson_cowan import WilsonCowan, WilsonCowanAdaptation
 
 MODEL_LIBRARY: dict[str, type[MechanisticModel]] = {
     model.name: model
     for model in (
         PassiveMembrane,
         SlowCurrentMembrane,
+        AdaptiveIntegrateAndFireSubthreshold,
         FitzHughNagumo,
         MorrisLecar,
         WilsonCowan,
+        WilsonCowanAdaptation,
+        JansenRit,
         LotkaVolterra,
         LogisticGrowth,
     )
@@ -33,6 +38,8 @@ def mechanistic_model(name: str) -> MechanisticModel:
 
 __all__ = [
     "MODEL_LIBRARY",
+    "AdaptiveIntegrateAndFireSubthreshold",
+    "JansenRit",
     "FitzHughNagumo",
     "LogisticGrowth",
     "LotkaVolterra",
@@ -40,5 +47,6 @@ __all__ = [
     "PassiveMembrane",
     "SlowCurrentMembrane",
     "WilsonCowan",
+    "WilsonCowanAdaptation",
     "mechanistic_model",
 ]
