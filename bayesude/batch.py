@@ -26,6 +26,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from bayesude.core.specification import specification_from_dict
+from bayesude.decoding import load_spike_subjects
 from bayesude.diagnostics import summarise_fits
 from bayesude.files import atomic_path
 from bayesude.recordings import load_current_clamp, select_subject
@@ -114,14 +115,19 @@ def _netcdf_bytes(idata: az.InferenceData) -> bytes:
 def build_tasks(workflow: Workflow) -> list[FitTask]:
     """One task per subject and model, with each subject's data selected."""
     data_settings = workflow.settings.data
-    recordings = load_current_clamp(
-        workflow.subject_files(),
-        window_ms=data_settings.window_ms,
-        downsample_ms=data_settings.downsample_ms,
-    )
+    if data_settings.loader == "current_clamp":
+        recordings = load_current_clamp(
+            workflow.subject_files(),
+            window_ms=data_settings.window_ms,
+            downsample_ms=data_settings.downsample_ms,
+        )
+        subjects = {
+            s: select_subject(recordings, s).load() for s in data_settings.subjects
+        }
+    else:
+        subjects = load_spike_subjects(data_settings.loader, workflow.subject_files())
     tasks = []
-    for subject in data_settings.subjects:
-        subject_data = select_subject(recordings, subject).load()
+    for subject, subject_data in subjects.items():
         for model_name, spec in workflow.specifications.items():
             tasks.append(
                 FitTask(

@@ -88,8 +88,12 @@ def load_spike_counts_with_stimulus(
             weights=stimulus.values[inside].astype(float),
             minlength=edges.size - 1,
         ) / np.maximum(np.bincount(which[inside], minlength=edges.size - 1), 1)
+        # spike_recording holds the recording's position (0, 1), although its
+        # long_name says "1 or 2": 929 spikes are at position 0, as documented
+        # for recording 1.
+        position = int(np.flatnonzero(source["recording"].values == recording)[0])
         spikes = source["spike_time"].values[
-            source["spike_recording"].values == recording
+            source["spike_recording"].values == position
         ]
         counts, _ = np.histogram(spikes, bins=edges)
         units = source["stimulus"].attrs.get("units", "V")
@@ -115,6 +119,39 @@ def load_spike_counts_with_stimulus(
             "bin_s": bin_s,
         },
     )
+
+
+def load_spike_subjects(
+    loader: str, subjects: dict[str, dict]
+) -> dict[str, xr.Dataset]:
+    """Each subject's data through a spike-count loader, for workflow files.
+
+    Parameters
+    ----------
+    loader
+        ``"population_counts"`` (:func:`bayesude.population.load_population_counts`)
+        or ``"spike_counts_with_stimulus"`` (:func:`load_spike_counts_with_stimulus`).
+    subjects
+        ``{subject: {"file": path, "window_s": ..., "bin_s": ..., "recording": ...}}``.
+    """
+    from bayesude.population import load_population_counts
+
+    loaded = {}
+    for subject, entry in subjects.items():
+        options = {k: entry[k] for k in ("window_s", "bin_s") if k in entry}
+        if loader == "population_counts":
+            loaded[subject] = load_population_counts(entry["file"], **options)
+            continue
+        if "recording" not in entry or "window_s" not in entry:
+            raise ValueError(
+                f"data.subjects.{subject}: the spike_counts_with_stimulus loader "
+                f"needs 'recording' and 'window_s' (e.g. recording: 1, "
+                f"window_s: [0, 8])."
+            )
+        loaded[subject] = load_spike_counts_with_stimulus(
+            entry["file"], entry["recording"], **options
+        )
+    return loaded
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,17 +21,26 @@ class _Strict(pydantic.BaseModel):
 
 
 class SubjectEntry(_Strict):
-    """One subject's recording: its file, sweeps and optional window."""
+    """One subject's recording: its file, sweeps and optional window.
+
+    ``recording``, ``window_s`` and ``bin_s`` are for the spike-count loaders
+    (see :mod:`bayesude.population` and :mod:`bayesude.decoding`).
+    """
 
     file: str
     sweeps: list[int] | None = None
     window_ms: tuple[float, float] | None = None
+    recording: int | None = None
+    window_s: tuple[float, float] | None = None
+    bin_s: float | None = pydantic.Field(default=None, gt=0)
 
 
 class DataSection(_Strict):
     """Where the recordings are and how to preprocess them."""
 
-    loader: Literal["current_clamp"] = "current_clamp"
+    loader: Literal[
+        "current_clamp", "population_counts", "spike_counts_with_stimulus"
+    ] = "current_clamp"
     subjects: dict[str, SubjectEntry]
     window_ms: tuple[float, float] | None = None
     downsample_ms: float = pydantic.Field(default=1.0, gt=0)
@@ -123,6 +132,9 @@ class Workflow:
                 description["sweeps"] = entry.sweeps
             if entry.window_ms is not None:
                 description["window_ms"] = tuple(entry.window_ms)
+            for name in ("recording", "window_s", "bin_s"):
+                if getattr(entry, name) is not None:
+                    description[name] = getattr(entry, name)
             subjects[subject] = description
         return subjects
 
