@@ -28,11 +28,12 @@ from tqdm.auto import tqdm
 
 from bayesude.core.specification import specification_from_dict
 from bayesude.data import select_subject
+from bayesude.decoding import load_spike_subjects
 from bayesude.diagnostics import summarise_fits
 from bayesude.files import atomic_path
 from bayesude.report import write_report
 from bayesude.results import load_fit
-from bayesude.workflow import Workflow
+from bayesude.workflow import SPIKE_COUNT_LOADERS, Workflow
 
 logger = logging.getLogger(__name__)
 
@@ -115,21 +116,30 @@ def _netcdf_bytes(idata: az.InferenceData) -> bytes:
         return path.read_bytes()
 
 
+def _subject_datasets(workflow: Workflow) -> tuple[dict[str, xr.Dataset], dict]:
+    """Each usable subject's data, and the reason each unusable subject was left out."""
+    loader = workflow.settings.data.loader
+    if loader in SPIKE_COUNT_LOADERS:
+        return load_spike_subjects(loader, workflow.subject_files()), {}
+    recordings = workflow.load_data()
+    unusable = json.loads(recordings.attrs.get("subject_errors", "{}"))
+    subjects = {
+        str(subject): select_subject(recordings, str(subject)).load()
+        for subject in recordings["subject"].values
+    }
+    return subjects, unusable
+
+
 def build_tasks(workflow: Workflow) -> list[FitTask]:
     """One task per subject and model, with each subject's data selected.
 
     A subject whose data could not be loaded gets tasks that carry the reason
     and fail at once, so it is reported and the other subjects are fitted.
     """
-    recordings = workflow.load_data()
-    unusable = json.loads(recordings.attrs.get("subject_errors", "{}"))
+    subjects, unusable = _subject_datasets(workflow)
     tasks = []
-    for subject in [*map(str, recordings["subject"].values), *unusable]:
-        subject_data = (
-            select_subject(recordings, subject).load()
-            if subject not in unusable
-            else xr.Dataset()
-        )
+    for subject in [*subjects, *unusable]:
+        subject_data = subjects.get(subject, xr.Dataset())
         for model_name, spec in workflow.specifications.items():
             tasks.append(
                 FitTask(

@@ -17,7 +17,6 @@ from typing import Any
 import arviz as az
 import jax
 import numpy as np
-import scipy.stats
 import xarray as xr
 from numpyro import handlers
 
@@ -27,6 +26,11 @@ from bayesude.inference.model import (
     SOLVER_SUCCESS_SITE,
     BuiltModel,
     trajectory_names,
+)
+from bayesude.inference.observations import (
+    expected_observation,
+    pointwise_log_likelihood,
+    predictive_draws,
 )
 from bayesude.inference.prepared_data import PreparedData
 
@@ -88,12 +92,12 @@ def assemble_inference_data(
         Draws solved at a time in the predictive pass.
     """
     means, solved, kept = _predictive_pass(
-        built, data, samples, num_trajectory_draws, save_trajectories, chunk_size
+        spec, built, data, samples, num_trajectory_draws, save_trajectories, chunk_size
     )
     observed_data, log_likelihood, predictive = _observation_groups(
         spec, data, samples, means, solved, key
     )
-    dims, coords = _dimensions(data, built)
+    dims, coords = _dimensions(spec, data, built)
 
     idata = az.from_dict(
         posterior=samples,
@@ -128,6 +132,7 @@ def assemble_inference_data(
 
 
 def _predictive_pass(
+    spec: ModelSpecification,
     built: BuiltModel,
     data: PreparedData,
     samples: dict[str, np.ndarray],
@@ -140,7 +145,9 @@ def _predictive_pass(
     Returns the noise-free values at the observations,
     ``{variable: (chain, draw, observation)}``; whether each draw's solve
     succeeded, ``(chain, draw)``; the kept trajectories,
-    ``{name: (kept draw, sweep, time)}``.
+    ``{name: (kept draw, sweep, time)}``, an observed variable's in its own
+    units (a spike count or rate as its expected value, the link of the latent
+    state, so that plots compare like with like).
     Peak memory is one chunk's trajectories plus what is kept.
     """
     shape = next(iter(samples.values())).shape[:2]
@@ -174,8 +181,14 @@ def _predictive_pass(
             means[name].append(trajectory[:, variable.sweep_index, variable.time_index])
         solved.append(outputs[SOLVER_SUCCESS_SITE].astype(bool))
         chosen = keep[(keep >= start) & (keep < stop)] - start
+        chosen_samples = {site: value[start + chosen] for site, value in flat.items()}
         for name in names:
-            kept[name].append(outputs[f"{name}_trajectory"][chosen])
+            trajectory = outputs[f"{name}_trajectory"][chosen]
+            if name in data.observed:
+                trajectory = expected_observation(
+                    spec.observation_model(name), name, chosen_samples, trajectory
+                )
+            kept[name].append(trajectory)
 
     means = {
         name: np.concatenate(v).reshape(shape + (-1,)) for name, v in means.items()
@@ -203,25 +216,25 @@ def _observation_groups(spec, data, samples, means, solved, key):
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     observed, log_likelihood, predictive = {}, {}, {}
     for name, variable in data.observed.items():
-        mean = means[name]
-        sigma = samples[f"sigma_{name}"][..., None]
-        if spec.observation == "student_t":
-            noise = scipy.stats.t(spec.student_t_df, loc=mean, scale=sigma)
-        elif spec.observation == "lognormal":
-            noise = scipy.stats.lognorm(s=sigma, scale=np.maximum(mean, 1e-300))
-        else:
-            noise = scipy.stats.norm(loc=mean, scale=sigma)
-        pointwise = noise.logpdf(variable.values)
+        model = spec.observation_model(name)
+        state = means[name]
+        # A failed solve has NaN states; give scipy a finite stand-in and mask.
+        state = np.where(solved[..., None], state, 0.0)
+        pointwise = pointwise_log_likelihood(
+            model, name, samples, state, variable.values
+        )
         # A draw whose solve failed has no prediction: its likelihood is zero.
         log_likelihood[name] = np.where(solved[..., None], pointwise, -np.inf)
         predictive[name] = np.where(
-            solved[..., None], noise.rvs(random_state=rng), np.nan
+            solved[..., None],
+            predictive_draws(model, name, samples, state, rng),
+            np.nan,
         )
         observed[name] = variable.values
     return observed, log_likelihood, predictive
 
 
-def _dimensions(data: PreparedData, built: BuiltModel):
+def _dimensions(spec: ModelSpecification, data: PreparedData, built: BuiltModel):
     dims: dict[str, list[str]] = {}
     coords: dict[str, Any] = {"sweep": data.sweeps}
     for name in data.observed:

@@ -22,18 +22,28 @@ class _Strict(pydantic.BaseModel):
 
 
 class SubjectEntry(_Strict):
-    """One subject's file; sweeps, window and channel for current-clamp files."""
+    """One subject's file and where in it to look.
+
+    ``sweeps``, ``window_ms`` and ``channel`` are for current-clamp files;
+    ``recording``, ``window_s`` and ``bin_s`` are for the spike-count loaders
+    (see :mod:`bayesude.population` and :mod:`bayesude.decoding`).
+    """
 
     file: str
     sweeps: list[int] | None = None
     window_ms: tuple[float, float] | None = None
     channel: int | str | None = None
+    recording: int | None = None
+    window_s: tuple[float, float] | None = None
+    bin_s: float | None = pydantic.Field(default=None, gt=0)
 
 
 #: Loaders of current-clamp recordings (NetCDF by suffix, ABF, NWB).
 CURRENT_CLAMP_LOADERS = ("current_clamp", "abf", "nwb")
 #: Loaders of tables and stores in the data convention.
 TABLE_LOADERS = ("csv", "netcdf", "zarr")
+#: Loaders that bin spike times into counts, one file per subject.
+SPIKE_COUNT_LOADERS = ("population_counts", "spike_counts_with_stimulus")
 
 
 class DataSection(_Strict):
@@ -46,9 +56,16 @@ class DataSection(_Strict):
     time units).
     """
 
-    loader: Literal["current_clamp", "abf", "nwb", "csv", "netcdf", "zarr"] = (
-        "current_clamp"
-    )
+    loader: Literal[
+        "current_clamp",
+        "abf",
+        "nwb",
+        "csv",
+        "netcdf",
+        "zarr",
+        "population_counts",
+        "spike_counts_with_stimulus",
+    ] = "current_clamp"
     subjects: dict[str, SubjectEntry] | None = None
     files: str | None = None
     window_ms: tuple[float, float] | None = None
@@ -66,24 +83,65 @@ class DataSection(_Strict):
                 "give exactly one of 'subjects' (a file per subject) and 'files' "
                 "(a file, folder or glob pattern)"
             )
-        current_clamp = self.loader in CURRENT_CLAMP_LOADERS
-        table_fields = ("sidecar", "t0", "convert_units", "window", "downsample")
-        wrong = (
-            [f for f in table_fields if getattr(self, f) is not None]
-            if current_clamp
-            else [f for f in ("window_ms", "downsample_ms") if getattr(self, f)]
-        )
-        for entry in (self.subjects or {}).values():
-            if not current_clamp and (entry.sweeps or entry.window_ms or entry.channel):
-                wrong.append("subjects.*.sweeps/window_ms/channel")
+        if self.loader in SPIKE_COUNT_LOADERS and self.subjects is None:
+            raise ValueError(
+                f"loader {self.loader!r} reads one file per subject: list them "
+                "under 'subjects' instead of 'files'"
+            )
+        wrong = [
+            f"subjects.*.{name}"
+            for entry in (self.subjects or {}).values()
+            for name in _SUBJECT_FIELDS
+            if getattr(entry, name) is not None
+            and name not in _SUBJECT_FIELDS_OF[self._loader_kind]
+        ]
+        wrong += [
+            name
+            for name in _DATA_FIELDS
+            if getattr(self, name) is not None
+            and name not in _DATA_FIELDS_OF[self._loader_kind]
+        ]
         if wrong:
             raise ValueError(
                 f"loader {self.loader!r} does not take {sorted(set(wrong))}; "
                 f"current-clamp loaders {list(CURRENT_CLAMP_LOADERS)} take "
                 f"window_ms, downsample_ms and per-subject sweeps, window_ms and "
-                f"channel; loaders {list(TABLE_LOADERS)} take {list(table_fields)}"
+                f"channel; loaders {list(TABLE_LOADERS)} take "
+                f"{list(_DATA_FIELDS_OF['table'])}; loaders "
+                f"{list(SPIKE_COUNT_LOADERS)} take per-subject recording, window_s "
+                f"and bin_s"
             )
         return self
+
+    @property
+    def _loader_kind(self) -> str:
+        if self.loader in CURRENT_CLAMP_LOADERS:
+            return "current_clamp"
+        if self.loader in TABLE_LOADERS:
+            return "table"
+        return "spike_counts"
+
+
+_SUBJECT_FIELDS = ("sweeps", "window_ms", "channel", "recording", "window_s", "bin_s")
+_SUBJECT_FIELDS_OF = {
+    "current_clamp": ("sweeps", "window_ms", "channel"),
+    "table": (),
+    "spike_counts": ("recording", "window_s", "bin_s"),
+}
+_DATA_FIELDS = (
+    "window_ms",
+    "downsample_ms",
+    "sidecar",
+    "t0",
+    "convert_units",
+    "window",
+    "downsample",
+)
+_DATA_FIELDS_OF = {
+    "current_clamp": ("window_ms", "downsample_ms"),
+    "table": ("sidecar", "t0", "convert_units", "window", "downsample"),
+    "spike_counts": (),
+}
 
 
 class InferenceSection(_Strict):
@@ -171,6 +229,9 @@ class Workflow:
             description["file"] = str(file)
             if entry.window_ms is not None:
                 description["window_ms"] = tuple(entry.window_ms)
+            for name in ("recording", "window_s", "bin_s"):
+                if getattr(entry, name) is not None:
+                    description[name] = getattr(entry, name)
             subjects[subject] = description
         return subjects
 

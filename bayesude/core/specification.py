@@ -22,6 +22,7 @@ from typing import Any
 from bayesude.core.inputs import StepStimulus
 from bayesude.core.mechanistic import MechanisticModel, Parameter
 from bayesude.core.neural import NeuralTerm
+from bayesude.core.observations import ObservationModel, observation_model_from_dict
 from bayesude.core.priors import Prior, prior_from_dict, support_within
 from bayesude.core.solve import SolverSettings
 from bayesude.models import mechanistic_model
@@ -72,6 +73,10 @@ class ModelSpecification:
         that variable's data.
     student_t_df
         Degrees of freedom of Student-t noise.
+    observations
+        ``{data variable: ObservationModel}`` for variables observed otherwise
+        than by ``observation`` (spike counts, population rates); see
+        :mod:`bayesude.core.observations`.
     input_interpolation
         ``"previous"`` (held steps, with jump times) or ``"linear"``.
     solver
@@ -92,6 +97,7 @@ class ModelSpecification:
     observation: str = "gaussian"
     noise_prior_scale: float | None = None
     student_t_df: float = 4.0
+    observations: dict[str, ObservationModel] = dataclasses.field(default_factory=dict)
     input_interpolation: str = "previous"
     solver: SolverSettings = SolverSettings()
     stimuli: tuple[StepStimulus, ...] = ()
@@ -123,6 +129,16 @@ class ModelSpecification:
     @property
     def replaced_terms(self) -> dict[str, NeuralTerm]:
         return {t.replaces: t for t in self.neural_terms if t.replaces is not None}
+
+    def observation_model(self, variable: str) -> ObservationModel:
+        """The observation model of one observed data variable."""
+        if variable in self.observations:
+            return self.observations[variable]
+        return ObservationModel(
+            family=self.observation,
+            noise_prior_scale=self.noise_prior_scale,
+            student_t_df=self.student_t_df,
+        )
 
     def free_parameters(self) -> tuple[Parameter, ...]:
         """Mechanistic parameters that get a prior, in the model's order.
@@ -176,6 +192,9 @@ class ModelSpecification:
             "observation": self.observation,
             "noise_prior_scale": self.noise_prior_scale,
             "student_t_df": self.student_t_df,
+            "observations": {
+                name: model.as_dict() for name, model in self.observations.items()
+            },
             "input_interpolation": self.input_interpolation,
             "solver": self.solver.as_dict(),
             "stimuli": [stimulus.as_dict() for stimulus in self.stimuli],
@@ -205,6 +224,12 @@ class ModelSpecification:
                 "A model specification must observe at least one state, e.g. "
                 "observed: {voltage: V}."
             )
+        for variable in self.observations:
+            if variable not in self.observed:
+                raise ValueError(
+                    f"observations: {variable!r} is not an observed data variable; "
+                    f"name one of {sorted(self.observed)} or add it to observed."
+                )
 
     def _check_names(self) -> None:
         model = self.model
@@ -341,6 +366,10 @@ def specification_from_dict(
         description["stimuli"] = tuple(
             StepStimulus(**stimulus) for stimulus in description.get("stimuli") or ()
         )
+        description["observations"] = {
+            name: observation_model_from_dict(value, f"{where}.observations.{name}")
+            for name, value in (description.get("observations") or {}).items()
+        }
         if "mechanistic" not in description:
             raise ValueError(
                 "the field 'mechanistic' is required (a model name or null)"

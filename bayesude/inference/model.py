@@ -28,6 +28,7 @@ from bayesude.core.inputs import evaluate_input
 from bayesude.core.neural import Network, build_network
 from bayesude.core.solve import solve_at_times
 from bayesude.core.specification import ModelSpecification
+from bayesude.inference.observations import observation_distribution
 from bayesude.inference.prepared_data import PreparedData
 from bayesude.inference.solver_failures import SolverFailureLog
 
@@ -133,7 +134,13 @@ def build_model(
         for variable in data.observed.values():
             trajectory = states[:, :, state_index[variable.state]]
             predicted = trajectory[variable.sweep_index, variable.time_index]
-            noise = _observation_distribution(spec, data, variable.name, predicted)
+            observation_model = spec.observation_model(variable.name)
+            noise = observation_distribution(
+                observation_model,
+                variable.name,
+                predicted,
+                _data_scale(observation_model, variable.values),
+            )
             numpyro.sample(
                 variable.name,
                 noise,
@@ -149,6 +156,17 @@ def build_model(
     )
 
 
+def _data_scale(observation_model, values: np.ndarray) -> float:
+    """Spread of the observations, the default scale of their noise prior.
+
+    Log-normal noise acts on the log scale, so its spread is that of the
+    logarithm of the positive observations.
+    """
+    if observation_model.family == "lognormal":
+        return float(np.std(np.log(values[values > 0]))) or 1.0
+    return float(np.std(values)) or 1.0
+
+
 def trajectory_names(spec: ModelSpecification, data: PreparedData) -> dict[str, int]:
     """Name of each state's trajectory site (observed variable or state), to index."""
     observed = {v.state: v.name for v in data.observed.values()}
@@ -161,13 +179,29 @@ def _latent_sizes(spec, data, networks) -> dict[str, int]:
     sizes.update({f"{name}_weights": n.num_weights for name, n in networks.items()})
     for state in _initial_state_parameters(spec, data):
         sizes[f"{state}_0"] = data.num_sweeps
-    sizes.update({f"sigma_{name}": 1 for name in data.observed})
+    for name in data.observed:
+        sizes.update(
+            {site: 1 for site in spec.observation_model(name).parameter_sites(name)}
+        )
     return sizes
 
 
+def _directly_observed(spec, data) -> list:
+    """Observed variables that measure their state itself, not a rate of it.
+
+    Only these say what their state's initial value and range are; a spike
+    count says nothing direct about the latent activity behind it.
+    """
+    return [
+        variable
+        for variable in data.observed.values()
+        if not spec.observation_model(variable.name).maps_state
+    ]
+
+
 def _initial_state_parameters(spec, data) -> list[str]:
-    """States whose initial values are parameters: observed, or given a prior."""
-    observed = {v.state for v in data.observed.values()}
+    """States whose initial values are parameters: directly observed or with a prior."""
+    observed = {v.state for v in _directly_observed(spec, data)}
     return [
         state
         for state in spec.state_names
@@ -192,7 +226,16 @@ def _sample_parameters(spec: ModelSpecification) -> dict[str, Array]:
 
 
 def _build_networks(spec: ModelSpecification, data: PreparedData) -> dict[str, Network]:
-    data_ranges = data.variable_ranges()
+    mapped = {
+        v.state
+        for v in data.observed.values()
+        if spec.observation_model(v.name).maps_state
+    }
+    data_ranges = {
+        name: value
+        for name, value in data.variable_ranges().items()
+        if name not in mapped
+    }
     networks = {}
     for term in spec.neural_terms:
         inputs = spec.network_inputs(term)
@@ -343,9 +386,18 @@ def _initial_states(spec, data, params, weights, networks) -> Array:
     missing = [name for name in spec.state_names if name not in known]
     if missing and model is not None:
         terms = _terms(spec, params, weights, networks)
-        derived = jax.vmap(
-            lambda observed: model.initial_unobserved_state(observed, params, terms)
-        )({name: known[name] for name in known})
+        if known:
+            derived = jax.vmap(
+                lambda observed: model.initial_unobserved_state(observed, params, terms)
+            )({name: known[name] for name in known})
+        else:
+            # Only spike counts or rates observed: every sweep starts alike.
+            derived = {
+                name: jnp.broadcast_to(value, (num_sweeps,))
+                for name, value in model.initial_unobserved_state(
+                    {}, params, terms
+                ).items()
+            }
         known.update(
             {name: value for name, value in derived.items() if name in missing}
         )
@@ -370,7 +422,7 @@ def _initial_state_prior(spec, data, state) -> dist.Distribution:
     given = spec.priors.get(f"{state}_0")
     if given is not None:
         return given.to_numpyro().expand([data.num_sweeps])
-    variable = next(v for v in data.observed.values() if v.state == state)
+    variable = next(v for v in _directly_observed(spec, data) if v.state == state)
     first = jnp.asarray(variable.first_values)
     constraint = spec.state_constraint(state)
     if constraint == "positive":
@@ -382,20 +434,3 @@ def _initial_state_prior(spec, data, state) -> dist.Distribution:
     low, high = variable.value_range
     scale = max(_INITIAL_STATE_RELATIVE_SCALE * (high - low), 1e-6)
     return dist.Normal(first, scale)
-
-
-def _observation_distribution(spec, data, name, predicted) -> dist.Distribution:
-    variable = data.observed[name]
-    scale = spec.noise_prior_scale
-    if scale is None and spec.observation == "lognormal":
-        scale = float(np.std(np.log(variable.values[variable.values > 0]))) or 1.0
-    if scale is None:
-        scale = float(np.std(variable.values)) or 1.0
-    sigma = numpyro.sample(f"sigma_{name}", dist.HalfNormal(scale))
-    if spec.observation == "lognormal":
-        # A failed solve leaves zeros; the -inf factor rejects it, and the floor
-        # keeps log(0) out of the gradient.
-        return dist.LogNormal(jnp.log(jnp.maximum(predicted, 1e-300)), sigma)
-    if spec.observation == "student_t":
-        return dist.StudentT(spec.student_t_df, predicted, sigma)
-    return dist.Normal(predicted, sigma)

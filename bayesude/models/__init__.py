@@ -3,21 +3,26 @@
 from bayesude.core.mechanistic import MechanisticModel
 from bayesude.models.fitzhugh_nagumo import FitzHughNagumo
 from bayesude.models.hodgkin_huxley import HodgkinHuxley
+from bayesude.models.integrate_and_fire import AdaptiveIntegrateAndFireSubthreshold
+from bayesude.models.jansen_rit import JansenRit
 from bayesude.models.membrane import PassiveMembrane, SlowCurrentMembrane
 from bayesude.models.morris_lecar import MorrisLecar
 from bayesude.models.population import LogisticGrowth, LotkaVolterra
 from bayesude.models.van_der_pol import VanDerPol
-from bayesude.models.wilson_cowan import WilsonCowan
+from bayesude.models.wilson_cowan import WilsonCowan, WilsonCowanAdaptation
 
 MODEL_LIBRARY: dict[str, type[MechanisticModel]] = {
     model.name: model
     for model in (
         PassiveMembrane,
         SlowCurrentMembrane,
+        AdaptiveIntegrateAndFireSubthreshold,
         FitzHughNagumo,
         MorrisLecar,
         HodgkinHuxley,
         WilsonCowan,
+        WilsonCowanAdaptation,
+        JansenRit,
         LotkaVolterra,
         LogisticGrowth,
         VanDerPol,
@@ -37,6 +42,8 @@ def mechanistic_model(name: str) -> MechanisticModel:
 
 __all__ = [
     "MODEL_LIBRARY",
+    "AdaptiveIntegrateAndFireSubthreshold",
+    "JansenRit",
     "FitzHughNagumo",
     "HodgkinHuxley",
     "LogisticGrowth",
@@ -46,5 +53,6 @@ __all__ = [
     "SlowCurrentMembrane",
     "VanDerPol",
     "WilsonCowan",
+    "WilsonCowanAdaptation",
     "mechanistic_model",
 ]

@@ -105,3 +105,92 @@ def _shifted_sigmoid(x: Array, gain: float, threshold: float) -> Array:
     return jnp.reciprocal(1.0 + jnp.exp(-gain * (x - threshold))) - 1.0 / (
         1.0 + jnp.exp(gain * threshold)
     )
+
+
+class WilsonCowanAdaptation(MechanisticModel):
+    r"""Wilson–Cowan populations with slow adaptation of the excitatory one.
+
+    .. math::
+
+        \tau_E \frac{dE}{dt} &= -E + S_E(w_{EE} E - w_{EI} I - b A + P) \\
+        \tau_I \frac{dI}{dt} &= -I + S_I(w_{IE} E - w_{II} I + Q) \\
+        \tau_A \frac{dA}{dt} &= -A + A_\infty(E), \quad A_\infty(E) = E
+
+    with the shifted sigmoids of :class:`WilsonCowan` (gains and thresholds of
+    the 1972 paper). Slow adaptation (τ_A of hundreds of ms to seconds) turns
+    the excitatory population's high-activity state into bursts separated by
+    silences, the up/down alternation of cortical and hippocampal population
+    activity (Tabak et al. 2000; Jercog et al. 2017). E, I and A are
+    dimensionless activities, time in ms.
+
+    Replaceable terms: ``excitatory_response(E, I, A)``,
+    ``inhibitory_response(E, I)`` and ``adaptation_steady_state(E)`` (the
+    level A relaxes to; a network may learn a nonlinear one).
+
+    References
+    ----------
+    Wilson HR, Cowan JD (1972) Biophys J 12:1–24.
+    Tabak J, Senn W, O'Donovan MJ, Rinzel J (2000) J Neurosci 20:3041–3056.
+    Jercog D et al. (2017) eLife 6:e22425.
+    """
+
+    name = "wilson_cowan_adaptation"
+    excitatory_gain, excitatory_threshold = 1.3, 4.0
+    inhibitory_gain, inhibitory_threshold = 2.0, 3.7
+    states = ("E", "I", "A")
+    state_units = {"E": "1", "I": "1", "A": "1"}
+    time_units = "ms"
+    parameters = WilsonCowan.parameters + (
+        Parameter(
+            "tau_A",
+            prior("LogNormal", loc=float(jnp.log(500.0)), scale=0.8),
+            "ms",
+            "adaptation time constant",
+        ),
+        Parameter(
+            "b",
+            prior("LogNormal", loc=float(jnp.log(5.0)), scale=0.7),
+            "1",
+            "strength of adaptation on the excitatory drive",
+        ),
+    )
+    replaceable_terms = (
+        ReplaceableTerm(
+            "excitatory_response",
+            ("E", "I", "A"),
+            ("w_EE", "w_EI", "b", "P"),
+            "S_E(w_EE E - w_EI I - b A + P)",
+        ),
+        WilsonCowan.replaceable_terms[1],
+        ReplaceableTerm("adaptation_steady_state", ("E",), (), "A_inf(E) = E"),
+    )
+
+    def term_excitatory_response(
+        self, params: Mapping[str, Array], e: Array, i: Array, a: Array
+    ) -> Array:
+        drive = params["w_EE"] * e - params["w_EI"] * i - params["b"] * a + params["P"]
+        return _shifted_sigmoid(drive, self.excitatory_gain, self.excitatory_threshold)
+
+    def term_inhibitory_response(
+        self, params: Mapping[str, Array], e: Array, i: Array
+    ) -> Array:
+        return WilsonCowan.term_inhibitory_response(self, params, e, i)
+
+    def term_adaptation_steady_state(
+        self, params: Mapping[str, Array], e: Array
+    ) -> Array:
+        return e
+
+    def vector_field(self, t, state, params, inputs, terms):
+        e, i, a = state["E"], state["I"], state["A"]
+        return {
+            "E": (-e + terms["excitatory_response"](e, i, a)) / params["tau_E"],
+            "I": (-i + terms["inhibitory_response"](e, i)) / params["tau_I"],
+            "A": (-a + terms["adaptation_steady_state"](e)) / params["tau_A"],
+        }
+
+    def initial_unobserved_state(self, observed_initial, params, terms):
+        # Start silent: S(0) = 0, so all-zero is the quiescent state when P = Q = 0
+        # and a point inside the basin of the down state otherwise.
+        zero = jnp.zeros(())
+        return {name: observed_initial.get(name, zero) for name in self.states}
