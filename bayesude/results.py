@@ -66,7 +66,7 @@ def assemble_inference_data(
     key
         Key for the posterior predictive noise.
     num_trajectory_draws
-        Draws whose noise-free trajectories are kept in ``predictions``.
+        Draws per chain whose noise-free trajectories are kept in ``predictions``.
     attributes
         Labels and settings stored on the posterior group.
     """
@@ -104,7 +104,26 @@ def assemble_inference_data(
         predictions=_thinned_trajectories(data, trajectories, num_trajectory_draws)
     )
     idata.posterior.attrs.update(_attributes(spec, data, attributes))
+    idata.posterior.attrs["network_input_ranges"] = _network_input_ranges(built)
     return idata
+
+
+def _network_input_ranges(built: BuiltModel) -> str:
+    """``{term: {input: [low, high]}}`` as JSON: the range each network was fitted on.
+
+    Stored so that a network's output can be evaluated over the data's range
+    from the fit alone (convergence judged on functions, plots).
+    """
+    ranges = {
+        name: {
+            input_name: [float(centre - half), float(centre + half)]
+            for input_name, centre, half in zip(
+                network.inputs, network.input_centres, network.input_half_widths
+            )
+        }
+        for name, network in built.networks.items()
+    }
+    return json.dumps(ranges, sort_keys=True)
 
 
 def _trajectories(
@@ -177,19 +196,24 @@ def _chain_draw_dataset(values: dict[str, np.ndarray]) -> xr.Dataset:
 
 
 def _thinned_trajectories(data, trajectories, num_draws) -> xr.Dataset:
-    """Trajectories of ``num_draws`` draws spread evenly over all chains, for plots."""
+    """Trajectories of ``num_draws`` evenly spaced draws of every chain, for plots.
+
+    Chains are kept apart, and the ``draw`` coordinate holds the posterior draw
+    numbers, so the stored trajectories line up with the posterior and R-hat
+    can be computed on them (convergence judged on predicted trajectories).
+    """
     first = next(iter(trajectories.values()))
-    total = first.shape[0] * first.shape[1]
+    total = first.shape[1]
     chosen = np.unique(np.linspace(0, total - 1, min(num_draws, total)).astype(int))
-    variables = {}
-    for name, values in trajectories.items():
-        flat = values.reshape((total,) + values.shape[2:])[chosen]
-        variables[name] = (("chain", "draw", "sweep", "time"), flat[None])
+    variables = {
+        name: (("chain", "draw", "sweep", "time"), values[:, chosen])
+        for name, values in trajectories.items()
+    }
     return xr.Dataset(
         variables,
         coords={
-            "chain": [0],
-            "draw": np.arange(chosen.size),
+            "chain": np.arange(first.shape[0]),
+            "draw": chosen,
             "sweep": data.sweeps,
             "time": data.times,
         },

@@ -118,7 +118,7 @@ def fit(
         Adam steps and learning rate for ``"svi"``/``"map"`` and for SVI/MAP
         initialisation.
     num_trajectory_draws
-        Posterior draws for which the noise-free trajectories are stored (group
+        Draws per chain whose noise-free trajectories are stored (group
         ``predictions``), for plots.
     subject, model_name
         Labels stored with the result.
