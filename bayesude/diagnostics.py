@@ -423,16 +423,32 @@ def _counted(count: int, noun: str) -> str:
 
 
 def _rhat_problems(rhat_by_name: dict[str, float], what: str, threshold) -> list:
+    """At most two sentences: quantities without R-hat, and those above threshold."""
+    missing = [name for name, value in rhat_by_name.items() if not np.isfinite(value)]
+    high = [
+        f"{name} ({value:.3f})"
+        for name, value in rhat_by_name.items()
+        if np.isfinite(value) and value >= threshold
+    ]
     problems = []
-    for name, value in rhat_by_name.items():
-        if not np.isfinite(value):
-            problems.append(
-                f"R-hat cannot be computed on {what}{name} (constant or non-finite "
-                "draws)"
-            )
-        elif value >= threshold:
-            problems.append(f"R-hat {value:.3f} > {threshold} on {what}{name}")
+    if missing:
+        problems.append(
+            f"R-hat cannot be computed on {what}{', '.join(missing)} (constant or "
+            "non-finite draws)"
+        )
+    if high:
+        problems.append(f"R-hat > {threshold} on {what}{', '.join(high)}")
     return problems
+
+
+def _ess_problems(kind: str, ess_by_name: dict[str, float]) -> list[str]:
+    # An ESS that cannot be computed counts as too low.
+    low = [
+        f"{name} ({value:.0f})" if np.isfinite(value) else f"{name} (unavailable)"
+        for name, value in ess_by_name.items()
+        if not value >= MIN_ESS
+    ]
+    return [f"{kind} ESS < {MIN_ESS} on {', '.join(low)}"] if low else []
 
 
 def _blocking_problems(row: dict, statistics: dict, functions: dict) -> list[str]:
@@ -458,11 +474,7 @@ def _blocking_problems(row: dict, statistics: dict, functions: dict) -> list[str
         "the predicted trajectory of ",
         TRAJECTORY_RHAT_THRESHOLD,
     )
-    problems += [
-        f"bulk ESS {value:.0f} < {MIN_ESS} on {name}"
-        for name, value in statistics["ess_bulk"].items()
-        if not value >= MIN_ESS
-    ]
+    problems += _ess_problems("bulk", statistics["ess_bulk"])
     if row["divergences"] > 0:
         per_chain = " ".join(map(str, row["divergences_per_chain"]))
         problems.append(
@@ -480,11 +492,7 @@ def _blocking_problems(row: dict, statistics: dict, functions: dict) -> list[str
 
 
 def _advisory_problems(row: dict, statistics: dict) -> list[str]:
-    problems = [
-        f"tail ESS {value:.0f} < {MIN_ESS} on {name}"
-        for name, value in statistics["ess_tail"].items()
-        if np.isfinite(value) and value < MIN_ESS
-    ]
+    problems = _ess_problems("tail", statistics["ess_tail"])
     saturation = row["tree_depth_saturation"]
     if np.isfinite(saturation) and saturation > 0:
         problems.append(

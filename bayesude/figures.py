@@ -22,7 +22,11 @@ from matplotlib.figure import Figure
 
 from bayesude import predictive_checks
 from bayesude.functions import network_output_draws
-from bayesude.predictive_checks import observation_kind, predictive_bands
+from bayesude.predictive_checks import (
+    observation_kind,
+    observed_variable,
+    predictive_bands,
+)
 
 FIGURE_DPI = 80
 MAX_SWEEPS_SHOWN = 8
@@ -66,8 +70,9 @@ def _observations(fits: dict[str, az.InferenceData]) -> dict[str, object]:
     for idata in fits.values():
         if "observed_data" not in idata.groups():
             continue
-        for name, values in idata.observed_data.data_vars.items():
-            observations.setdefault(str(name), values)
+        for name in idata.observed_data.data_vars:
+            if str(name) not in observations:
+                observations[str(name)] = observed_variable(idata, str(name))
     return observations
 
 

@@ -23,6 +23,7 @@ import xarray as xr
 
 __all__ = [
     "firing_rate_curve",
+    "observed_variable",
     "interspike_intervals",
     "observation_kind",
     "power_spectra",
@@ -266,13 +267,40 @@ def power_spectra(
     )
 
 
-def _observed(idata: az.InferenceData, variable: str) -> xr.DataArray:
+def observed_variable(idata: az.InferenceData, variable: str) -> xr.DataArray:
+    """An observed variable with its ``sweep`` and ``time`` coordinates.
+
+    The coordinates are read from ``sweep``/``time`` on the variable's
+    observation dimension or, where several observed variables need their own,
+    from ``<variable>_sweep``/``<variable>_time``.
+
+    Raises
+    ------
+    ValueError
+        If the fit has no such observed variable or it lacks the coordinates.
+    """
     if "observed_data" not in idata.groups() or variable not in idata.observed_data:
         raise ValueError(
             f"The fit has no observed variable {variable!r}; predictive checks need "
             "the observed_data group written by bayesude.fit."
         )
-    return idata.observed_data[variable]
+    observed = idata.observed_data[variable]
+    (dim,) = observed.dims
+    for name in ("sweep", "time"):
+        if name in observed.coords and observed[name].dims == (dim,):
+            continue
+        own = idata.observed_data.coords.get(f"{variable}_{name}")
+        if own is None or own.dims != (dim,):
+            raise ValueError(
+                f"The observed variable {variable!r} has no {name!r} coordinate on "
+                f"{dim!r}; store one as {name!r} or {variable}_{name!r}."
+            )
+        observed = observed.assign_coords({name: (dim, own.values)})
+    return observed
+
+
+def _observed(idata: az.InferenceData, variable: str) -> xr.DataArray:
+    return observed_variable(idata, variable)
 
 
 def _predictive_draws(idata: az.InferenceData, variable: str) -> xr.DataArray:
