@@ -133,6 +133,7 @@ def loo_summary(idata: az.InferenceData, var_name: str | None = None) -> dict:
     with warnings.catch_warnings():
         # Pareto k and WAIC's variance warnings are reported as problems.
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
         loo = az.loo(ready, pointwise=True)
         waic = az.waic(ready)
     pareto_k = loo["pareto_k"].values
@@ -143,7 +144,7 @@ def loo_summary(idata: az.InferenceData, var_name: str | None = None) -> dict:
         problems.append(
             f"Pareto k above {threshold:.2f} (max {pareto_k.max():.2f}) at "
             f"{num_high} of {pareto_k.size} observations: PSIS-LOO is unreliable "
-            "there; refit leaving those points out, or run more draws"
+            "there (refit leaving those points out, or run more draws)"
         )
     return {
         "elpd_loo": float(loo["elpd_loo"]),
@@ -206,6 +207,7 @@ def compare_models(
     _check_same_observations(ready)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
         # ArviZ itself uses a pandas argument that pandas has deprecated.
         warnings.filterwarnings("ignore", message=".*inplace keyword")
         table = az.compare(ready, ic=ic)
@@ -219,6 +221,9 @@ def _add_pareto_k_columns(table: pd.DataFrame, ready: dict) -> None:
     for model in table.index:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            # Degenerate tails make ArviZ's Pareto fit divide by zero; k is
+            # then reported as high, which is what the table shows.
+            warnings.simplefilter("ignore", RuntimeWarning)
             pareto_k = az.loo(ready[model], pointwise=True)["pareto_k"].values
         threshold = pareto_k_threshold(_num_samples(ready[model]))
         thresholds.append(threshold)

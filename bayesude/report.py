@@ -350,7 +350,7 @@ def _anchor(text: str) -> str:
 
 def _comparison(fits: dict[str, az.InferenceData], rows: list[dict]) -> dict:
     """LOO and WAIC tables and sentences, or the reason there are none."""
-    empty = {"loo_rows": [], "waic_rows": [], "threshold": ""}
+    empty = {"loo_rows": [], "waic_rows": []}
     if len(fits) < 2:
         return {
             **empty,
@@ -363,11 +363,9 @@ def _comparison(fits: dict[str, az.InferenceData], rows: list[dict]) -> dict:
         waic = compare_models(fits, ic="waic")
     except ValueError as error:
         return {**empty, "sentence": f"Models not compared: {error}", "caveat": ""}
-    thresholds = sorted({f"{value:.2f}" for value in loo["pareto_k_threshold"]})
     return {
         "loo_rows": _comparison_rows(loo, "loo"),
         "waic_rows": _comparison_rows(waic, "waic"),
-        "threshold": " / ".join(thresholds),
         "sentence": _preference_sentence(loo),
         "caveat": _convergence_caveat(rows),
     }
@@ -391,7 +389,10 @@ def _comparison_rows(table: pd.DataFrame, ic: str) -> list[dict]:
 def _warning_text(row, ic: str) -> str:
     if ic == "loo":
         count = int(row["num_high_pareto_k"])
-        return f"{count} points with high k" if count else "none"
+        threshold = float(row["pareto_k_threshold"])
+        return (
+            f"{count} above {threshold:.2f}" if count else f"none above {threshold:.2f}"
+        )
     return "yes" if row["warning"] else "none"
 
 
