@@ -23,7 +23,7 @@ from numpyro.infer import Predictive
 
 from bayesude.core.specification import ModelSpecification
 from bayesude.files import atomic_path
-from bayesude.inference.model import SOLVER_SUCCESS_SITE, BuiltModel
+from bayesude.inference.model import SOLVER_SUCCESS_SITE, BuiltModel, build_model
 from bayesude.inference.prepared_data import PreparedData
 
 #: Packages whose versions are stored with every fit.
@@ -124,6 +124,24 @@ def _network_input_ranges(built: BuiltModel) -> str:
         for name, network in built.networks.items()
     }
     return json.dumps(ranges, sort_keys=True)
+
+
+def pointwise_log_likelihood_at(
+    spec: ModelSpecification, data: PreparedData, samples: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Log-likelihood of every finite observation of ``data`` under posterior draws.
+
+    Used to score data a fit did not see (leave-future-out). ``samples`` are
+    the latent draws ``{site: (num_chains, num_draws, ...)}`` of a fit of
+    ``spec``; returns ``{variable: (num_chains, num_draws, num_observations)}``,
+    ``-inf`` where a draw's solve failed.
+    """
+    built = build_model(spec, data)
+    trajectories, solved = _trajectories(built, data, samples)
+    _, log_likelihood, _ = _observation_groups(
+        spec, data, samples, trajectories, solved, jax.random.key(0)
+    )
+    return log_likelihood
 
 
 def _trajectories(

@@ -24,8 +24,9 @@ def _oscillator_recording() -> xr.Dataset:
         v, w = y
         return [v - v**3 / 3 - w + 0.5, (v + 0.7 - 0.8 * w) / 12.5]
 
-    times = np.linspace(0.0, 100.0, 101)
-    solution = solve_ivp(vector_field, (0.0, 100.0), [-1.0, 1.0], t_eval=times)
+    # One and a half cycles (period about 37 time units).
+    times = np.linspace(0.0, 60.0, 61)
+    solution = solve_ivp(vector_field, (0.0, 60.0), [-1.0, 1.0], t_eval=times)
     v = solution.y[0] + 0.1 * np.random.default_rng(0).normal(size=times.size)
     return xr.Dataset(
         {"v": (("sweep", "time"), v[None], {"units": "1", "role": "observed"})},
@@ -36,14 +37,19 @@ def _oscillator_recording() -> xr.Dataset:
 @pytest.fixture(scope="module")
 def short_warmup_fit():
     spec = bayesude.ModelSpecification(
-        mechanistic="fitzhugh_nagumo", observed={"v": "v"}, initial_state={"w": 1.0}
+        mechanistic="fitzhugh_nagumo",
+        observed={"v": "v"},
+        initial_state={"w": 1.0},
+        # Unadapted steps propose stiff parameters; a small step budget keeps
+        # their (rejected) solves cheap.
+        solver=bayesude.SolverSettings(max_steps=512),
     )
     return bayesude.fit(
         spec,
         _oscillator_recording(),
         num_chains=2,
         num_warmup=5,
-        num_samples=100,
+        num_samples=60,
         max_tree_depth=3,
         seed=0,
         progress_bar=False,
