@@ -36,6 +36,7 @@ import xarray as xr
 __all__ = [
     "TIME_SERIES_NOTE",
     "compare_models",
+    "leave_one_subject_out",
     "loo_summary",
     "pareto_k_threshold",
     "pointwise_log_likelihood",
@@ -214,6 +215,23 @@ def compare_models(
     if ic == "loo":
         _add_pareto_k_columns(table, ready)
     return table
+
+
+def leave_one_subject_out(*args, **kwargs) -> pd.DataFrame:
+    """Not available yet: how well a model generalises to a new subject.
+
+    Raises
+    ------
+    NotImplementedError
+        Always. It needs a hierarchical model fitted across subjects, whose
+        per-subject log-likelihood can be left out one subject at a time.
+    """
+    raise NotImplementedError(
+        "Leave-one-subject-out needs a hierarchical fit across subjects, which "
+        "bayesude does not have yet. Compare models per subject with "
+        "compare_models (interpolation) or bayesude.forecast.leave_future_out "
+        "(forecasting)."
+    )
 
 
 def _add_pareto_k_columns(table: pd.DataFrame, ready: dict) -> None:

@@ -9,6 +9,7 @@ from scipy import stats
 from bayesude.comparison import (
     TIME_SERIES_NOTE,
     compare_models,
+    leave_one_subject_out,
     loo_summary,
     pareto_k_threshold,
     pointwise_log_likelihood,
@@ -185,3 +186,8 @@ def test_time_series_note_says_loo_measures_interpolation_and_points_to_lfo():
     assert "interpolation" in TIME_SERIES_NOTE
     assert "leave-future-out" in TIME_SERIES_NOTE
     assert "leave-one-subject-out" in TIME_SERIES_NOTE
+
+
+def test_leave_one_subject_out_says_what_it_needs_and_what_to_use_instead(fits):
+    with pytest.raises(NotImplementedError, match="hierarchical fit across subjects"):
+        leave_one_subject_out(fits)
