@@ -31,7 +31,7 @@ from bayesude.data import select_subject
 from bayesude.decoding import load_spike_subjects
 from bayesude.diagnostics import summarise_fits
 from bayesude.files import atomic_path
-from bayesude.report import write_report
+from bayesude.report import write_report, write_summary_files
 from bayesude.results import load_fit
 from bayesude.workflow import SPIKE_COUNT_LOADERS, Workflow
 
@@ -266,7 +266,7 @@ def _store(outcome: FitOutcome, output_dir: pathlib.Path) -> None:
 
 
 def write_outputs(output_dir, title, tasks, outcomes) -> pd.DataFrame:
-    """Write ``summary.csv`` and ``report.html`` from the saved fits."""
+    """Write the summary files and ``report.html`` from the saved fits."""
     order = {(t.subject, t.model_name): i for i, t in enumerate(tasks)}
     succeeded = sorted(
         (o for o in outcomes if o.error is None),
@@ -282,7 +282,7 @@ def write_outputs(output_dir, title, tasks, outcomes) -> pd.DataFrame:
         summary = pd.concat(
             [summary, _failure_rows(failed, summary.columns)], ignore_index=True
         )
-    _write_csv_atomically(summary, output_dir / SUMMARY_FILENAME)
+    write_summary_files(output_dir, summary)
     report = write_report(output_dir, idatas, summary, title)
     logger.info("Wrote %s and %s.", output_dir / SUMMARY_FILENAME, report)
     return summary
@@ -303,13 +303,8 @@ def _failure_rows(failed: list[FitOutcome], columns) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _write_csv_atomically(table: pd.DataFrame, path: pathlib.Path) -> None:
-    with atomic_path(path) as temporary:
-        table.to_csv(temporary, index=False)
-
-
 def rebuild_report(results_dir: pathlib.Path, title: str | None = None) -> pathlib.Path:
-    """Rebuild ``summary.csv`` and ``report.html`` from the fits in ``results_dir``."""
+    """Rebuild the summary files and ``report.html`` from the saved fits."""
     results_dir = pathlib.Path(results_dir)
     paths = sorted((results_dir / FITS_FOLDER).glob("*.nc"))
     if not paths:
@@ -319,5 +314,5 @@ def rebuild_report(results_dir: pathlib.Path, title: str | None = None) -> pathl
         )
     idatas = [load_fit(path) for path in paths]
     summary = summarise_fits(idatas)
-    _write_csv_atomically(summary, results_dir / SUMMARY_FILENAME)
+    write_summary_files(results_dir, summary)
     return write_report(results_dir, idatas, summary, title or results_dir.name)

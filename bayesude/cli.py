@@ -61,14 +61,14 @@ def run(
     converged = int(summary["converged"].fillna(False).astype(bool).sum())
     click.echo(
         f"{converged} of {len(summary)} fits converged. Results in {output}/: "
-        f"fits/, summary.csv, report.html."
+        f"fits/, summary.csv, summary.json, report.html."
     )
 
 
 @main.command()
 @click.argument("results_dir", type=click.Path(path_type=pathlib.Path))
 def report(results_dir: pathlib.Path) -> None:
-    """Rebuild summary.csv and report.html from the fits saved in RESULTS_DIR."""
+    """Rebuild summary.csv, summary.json and report.html from RESULTS_DIR/fits."""
     from bayesude.batch import rebuild_report
 
     path = _or_exit(rebuild_report, results_dir)

@@ -25,6 +25,7 @@ from bayesude.files import atomic_path
 from bayesude.inference.model import (
     SOLVER_SUCCESS_SITE,
     BuiltModel,
+    build_model,
     trajectory_names,
 )
 from bayesude.inference.observations import (
@@ -80,9 +81,10 @@ def assemble_inference_data(
     key
         Key for the posterior predictive noise.
     num_trajectory_draws
-        Draws, spread evenly over the chains, whose noise-free trajectories of
-        the observed variables are kept in ``predictions`` for plots; 0 keeps
-        none, and no group then has a time dimension.
+        Draws of every chain, evenly spaced, whose noise-free trajectories of
+        the observed variables are kept in ``predictions`` for plots and for
+        R-hat on trajectories; 0 keeps none, and no group then has a time
+        dimension.
     attributes
         Labels and settings stored on the posterior group.
     save_trajectories
@@ -124,11 +126,49 @@ def assemble_inference_data(
     }
     if warmup:
         idata.add_groups(warmup_sample_stats=_chain_draw_dataset(warmup))
-    if kept:
-        chains = next(iter(samples.values())).shape[0] if save_trajectories else 1
-        idata.add_groups(predictions=_trajectory_dataset(data, kept, chains))
+    if kept is not None:
+        idata.add_groups(predictions=_trajectory_dataset(data, *kept))
     idata.posterior.attrs.update(_attributes(spec, data, attributes))
+    idata.posterior.attrs["network_input_ranges"] = _network_input_ranges(built)
     return idata
+
+
+def _network_input_ranges(built: BuiltModel) -> str:
+    """``{term: {input: [low, high]}}`` as JSON: the range each network was fitted on.
+
+    Stored so that a network's output can be evaluated over the data's range
+    from the fit alone (convergence judged on functions, plots).
+    """
+    ranges = {
+        name: {
+            input_name: [float(centre - half), float(centre + half)]
+            for input_name, centre, half in zip(
+                network.inputs, network.input_centres, network.input_half_widths
+            )
+        }
+        for name, network in built.networks.items()
+    }
+    return json.dumps(ranges, sort_keys=True)
+
+
+def pointwise_log_likelihood_at(
+    spec: ModelSpecification, data: PreparedData, samples: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Log-likelihood of every finite observation of ``data`` under posterior draws.
+
+    Used to score data a fit did not see (leave-future-out). ``samples`` are
+    the latent draws ``{site: (num_chains, num_draws, ...)}`` of a fit of
+    ``spec``; returns ``{variable: (num_chains, num_draws, num_observations)}``,
+    ``-inf`` where a draw's solve failed.
+    """
+    built = build_model(spec, data)
+    means, solved, _ = _predictive_pass(
+        spec, built, data, samples, 0, False, PREDICTIVE_CHUNK_SIZE
+    )
+    _, log_likelihood, _ = _observation_groups(
+        spec, data, samples, means, solved, jax.random.key(0)
+    )
+    return log_likelihood
 
 
 def _predictive_pass(
@@ -144,8 +184,9 @@ def _predictive_pass(
 
     Returns the noise-free values at the observations,
     ``{variable: (chain, draw, observation)}``; whether each draw's solve
-    succeeded, ``(chain, draw)``; the kept trajectories,
-    ``{name: (kept draw, sweep, time)}``, an observed variable's in its own
+    succeeded, ``(chain, draw)``; and the kept draw numbers with their
+    trajectories ``{name: (chain, kept draw, sweep, time)}`` (None when no
+    draw is kept), an observed variable's in its own
     units (a spike count or rate as its expected value, the link of the latent
     state, so that plots compare like with like).
     Peak memory is one chunk's trajectories plus what is kept.
@@ -158,12 +199,8 @@ def _predictive_pass(
     }
     names = trajectory_names(built.spec, data) if save_trajectories else {}
     names = names or {variable: None for variable in data.observed}
-    if save_trajectories:
-        keep = np.arange(total)
-    else:
-        count = min(num_trajectory_draws, total)
-        keep = np.unique(np.linspace(0, total - 1, count).astype(int)) if count else []
-    keep = np.asarray(keep, dtype=int)
+    draws = _kept_draws(shape[1], num_trajectory_draws, save_trajectories)
+    keep = (np.arange(shape[0])[:, None] * shape[1] + draws[None, :]).ravel()
     solve_chunk = _chunk_solver(built, tuple(names))
 
     means = {name: [] for name in data.observed}
@@ -194,8 +231,21 @@ def _predictive_pass(
         name: np.concatenate(v).reshape(shape + (-1,)) for name, v in means.items()
     }
     solved = np.concatenate(solved).reshape(shape)
-    kept = {name: np.concatenate(v) for name, v in kept.items()} if keep.size else {}
-    return means, solved, kept
+    kept = {
+        name: np.concatenate(v).reshape((shape[0], draws.size) + v[0].shape[1:])
+        for name, v in kept.items()
+    }
+    return means, solved, (draws, kept) if draws.size else None
+
+
+def _kept_draws(num_draws: int, num_kept: int, keep_all: bool) -> np.ndarray:
+    """Draw numbers, the same in every chain, whose trajectories are stored."""
+    if keep_all:
+        return np.arange(num_draws)
+    count = min(num_kept, num_draws)
+    if not count:
+        return np.zeros(0, dtype=int)
+    return np.unique(np.linspace(0, num_draws - 1, count).astype(int))
 
 
 def _chunk_solver(built: BuiltModel, names: tuple[str, ...]):
@@ -260,24 +310,22 @@ def _chain_draw_dataset(values: dict[str, np.ndarray]) -> xr.Dataset:
     )
 
 
-def _trajectory_dataset(data, kept, num_chains) -> xr.Dataset:
+def _trajectory_dataset(data, draws, kept) -> xr.Dataset:
     """Kept trajectories as ``(chain, draw, sweep, time)``.
 
-    A thinned set spread over the chains is stored as one chain.
+    Chains are kept apart and ``draw`` holds the posterior draw numbers, so the
+    stored trajectories line up with the posterior and R-hat can be computed on
+    them (convergence judged on predicted trajectories).
     """
-    variables = {
-        name: (
-            ("chain", "draw", "sweep", "time"),
-            values.reshape((num_chains, -1) + values.shape[1:]),
-        )
-        for name, values in kept.items()
-    }
-    num_draws = next(iter(kept.values())).shape[0] // num_chains
+    first = next(iter(kept.values()))
     return xr.Dataset(
-        variables,
+        {
+            name: (("chain", "draw", "sweep", "time"), values)
+            for name, values in kept.items()
+        },
         coords={
-            "chain": np.arange(num_chains),
-            "draw": np.arange(num_draws),
+            "chain": np.arange(first.shape[0]),
+            "draw": draws,
             "sweep": data.sweeps,
             "time": data.times,
         },

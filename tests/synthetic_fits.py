@@ -207,3 +207,42 @@ def _predictions(posterior: xr.Dataset, num_sweeps, num_times) -> xr.Dataset:
             "time": time,
         },
     )
+
+
+def with_observed_variable(
+    fit: az.InferenceData,
+    name: str,
+    observed: np.ndarray,
+    predicted: np.ndarray,
+    sweep: np.ndarray,
+    time: np.ndarray,
+    attrs: dict,
+) -> az.InferenceData:
+    """A copy of ``fit`` with one more observed variable on its own dimension.
+
+    ``predicted`` has shape ``(chain, draw, observation)`` and must match the
+    fit's chains and draws; it becomes the posterior predictive draws, and a
+    standard normal log-likelihood around them is stored so LOO still works.
+    """
+    dim = f"{name}_observation"
+    # Several observed variables each need their own sweep and time coordinates.
+    coords = {
+        dim: np.arange(observed.size),
+        f"{name}_sweep": (dim, sweep),
+        f"{name}_time": (dim, time),
+    }
+    observed_variable = xr.Dataset({name: ((dim,), observed, attrs)}, coords=coords)
+    predicted_variable = xr.Dataset(
+        {name: (("chain", "draw", dim), predicted)}, coords=coords
+    )
+    log_likelihood = xr.Dataset(
+        {name: (("chain", "draw", dim), stats.norm.logpdf(observed, predicted, 1.0))},
+        coords=coords,
+    )
+    copy = fit.copy()
+    copy.observed_data = xr.merge([copy.observed_data, observed_variable])
+    copy.posterior_predictive = xr.merge(
+        [copy.posterior_predictive, predicted_variable]
+    )
+    copy.log_likelihood = xr.merge([copy.log_likelihood, log_likelihood])
+    return copy

@@ -62,9 +62,36 @@ def test_report_is_self_contained(report_html):
     assert "data:image/png;base64," in report_html
 
 
-def test_report_embeds_trace_and_density_figures_for_every_subject(report_html):
-    # Two subjects, each with a trace figure and a density figure.
-    assert report_html.count("data:image/png;base64,") == 4
+def test_report_embeds_trace_residual_and_density_figures_for_every_subject(
+    report_html,
+):
+    # Two subjects, each with traces, residuals over time and densities.
+    assert report_html.count("data:image/png;base64,") == 6
+    assert report_html.count("<h3>Residuals over time</h3>") == 2
+
+
+def test_overview_comes_first_then_details_subjects_and_comparison_methods(
+    report_html,
+):
+    positions = [
+        report_html.index(heading)
+        for heading in (
+            '<h2 id="overview">Overview</h2>',
+            '<h2 id="convergence">Convergence details</h2>',
+            '<h2 id="subject-cell-1">Subject cell_1</h2>',
+            "Which question each comparison answers",
+        )
+    ]
+    assert positions == sorted(positions)
+
+
+def test_report_says_loo_measures_interpolation_and_points_to_leave_future_out(
+    report_html,
+):
+    assert "estimate interpolation skill" in report_html
+    assert "leave-future-out" in report_html
+    assert "Model comparison (interpolation: PSIS-LOO and WAIC)" in report_html
+    assert "elpd_waic" in report_html
 
 
 def test_subject_names_and_titles_are_escaped(report_html):
@@ -75,7 +102,10 @@ def test_subject_names_and_titles_are_escaped(report_html):
 
 
 def _overview_row_of(html: str, subject_html: str) -> str:
-    rows = re.findall(r"<tr class=\"[^\"]*\">.*?</tr>", html, flags=re.DOTALL)
+    overview = html[
+        html.index('<h2 id="overview">') : html.index('<h2 id="convergence">')
+    ]
+    rows = re.findall(r"<tr class=\"[^\"]*\">.*?</tr>", overview, flags=re.DOTALL)
     matching = [row for row in rows if subject_html in row]
     assert len(matching) == 1
     return matching[0]
@@ -86,12 +116,13 @@ def test_non_converged_fit_is_flagged_with_its_problems(report_html):
 
     assert 'class="not-converged"' in row
     assert "no" in row
-    assert "R-hat" in row and "on tau_m" in row
+    assert "R-hat &gt; 1.01 on tau_m" in row
 
 
 def test_converged_fits_are_not_flagged(report_html):
-    assert report_html.count('<tr class="ok">') == 2
-    assert report_html.count('<tr class="not-converged">') == 1
+    # Each fit has a row in the overview and one in the convergence details.
+    assert report_html.count('<tr class="ok">') == 4
+    assert report_html.count('<tr class="not-converged">') == 2
 
 
 def test_comparison_names_the_preferred_model(report_html):
@@ -108,6 +139,7 @@ def test_a_model_with_non_finite_log_likelihood_is_explained_not_fatal(tmp_path)
     html = write_report(tmp_path, fits, summarise_fits(fits), "Fits").read_text()
 
     assert "Models not compared: Model &#39;broken&#39;" in html
+    assert "non-finite values (1 -inf, 0 NaN" in html
 
 
 def test_model_names_with_mathtext_characters_are_drawn_literally(tmp_path):

@@ -149,8 +149,9 @@ def fit(
         Adam steps and learning rate for ``"svi"``/``"map"`` and for SVI/MAP
         initialisation.
     num_trajectory_draws
-        Posterior draws for which the noise-free trajectories of the observed
-        variables are stored (group ``predictions``), for plots; 0 stores none.
+        Draws of every chain for which the noise-free trajectories of the
+        observed variables are stored (group ``predictions``), for plots and
+        R-hat on trajectories; 0 stores none.
     save_trajectories
         Store the trajectories of every state for every draw instead; a
         :class:`~bayesude.core.numerical_warnings.TrajectorySizeWarning` gives
