@@ -79,6 +79,7 @@ class HierarchicalSection(_Strict):
     pooled: list[str] | None = None
     centered: bool = False
     spread_prior_scale: dict[str, float] = {}
+    shared_noise: bool = False
 
 
 class WorkflowFile(_Strict):

@@ -72,7 +72,7 @@ def serial_run(tmp_path_factory):
     return output, {o.subject: o for o in outcomes}
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1800)
 def test_batch_on_two_local_workers_equals_the_serial_run_subject_by_subject(
     cluster, serial_run, tmp_path
 ):
@@ -112,7 +112,7 @@ def test_compile_time_is_measured_apart_from_sampling(serial_run):
     assert 0 < fitted.compile_time_s < fitted.wall_time_s
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1800)
 def test_a_worker_killed_mid_run_still_yields_every_result(cluster, tmp_path):
     from distributed import Client
 
