@@ -197,3 +197,52 @@ def test_changed_data_or_force_refits_a_finished_subject(serial_run):
         {**task.inference, "num_samples": 61},
     )
     assert more_draws.content_hash() != task.content_hash()
+
+
+BOTH_WORKFLOW = """
+name: tiny_both
+data:
+  downsample_ms: 4.0
+  subjects:
+    axon5:
+      file: {data_file}
+      sweeps: [0]
+      window_ms: [180, 400]
+models:
+  passive:
+    mechanistic: passive_membrane
+    observed: {{voltage: V}}
+inference: {{num_chains: 2, num_warmup: 40, num_samples: 40, init: prior}}
+execution: {{workers: 0}}
+fits: both
+hierarchical: {{pooled: [tau_m]}}
+"""
+
+
+def test_workflow_with_hierarchical_fits_reports_them_beside_independent_ones(
+    tmp_path,
+):
+    import pathlib
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from bayesude.cli import main
+
+    data_file = pathlib.Path(__file__).parents[1] / "data/current_clamp/File_axon_5.nc"
+    workflow = tmp_path / "workflow.yaml"
+    workflow.write_text(BOTH_WORKFLOW.format(data_file=data_file))
+    output = tmp_path / "results"
+    command = ["run", str(workflow), "--output", str(output), "--no-progress"]
+
+    first = CliRunner().invoke(main, command)
+    assert first.exit_code == 0, first.output
+    assert (output / "hierarchical/passive.nc").exists()
+    summary = pd.read_csv(output / "summary.csv")
+    assert sorted(summary["model"]) == ["passive", "passive_hierarchical"]
+    assert "passive_hierarchical" in (output / "report.html").read_text()
+
+    saved = (output / "hierarchical/passive.nc").stat().st_mtime_ns
+    again = CliRunner().invoke(main, command)
+    assert again.exit_code == 0, again.output
+    assert (output / "hierarchical/passive.nc").stat().st_mtime_ns == saved
