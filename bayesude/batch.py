@@ -23,6 +23,7 @@ import pathlib
 import tempfile
 import time
 import traceback
+import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -470,8 +471,9 @@ def _outcomes(tasks, workers, scheduler) -> Iterator[tuple[Task, FitOutcome]]:
             client.submit(
                 run_fit_task,
                 task,
-                key=f"fit-{task.subject}-{task.model_name}-{task.content_hash()[:12]}",
-                pure=False,
+                # Unique per submission: a result of an earlier run that the
+                # scheduler still holds must not stand in for this one.
+                key=f"fit-{task.subject}-{task.model_name}-{uuid.uuid4().hex[:8]}",
             ): task
             for task in ordered
         }
