@@ -43,20 +43,45 @@ def main(verbose: bool) -> None:
     help="Worker processes of the local Dask cluster; 0 fits in this process "
     "(default: the workflow's execution.workers).",
 )
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="tcp://HOST:PORT",
+    help="Address of an existing Dask scheduler to run the fits on instead of a "
+    "local cluster (default: the workflow's execution.scheduler).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Refit everything; by default fits already saved with the same data and "
+    "settings are kept.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def run(
     workflow_file: pathlib.Path,
     output: pathlib.Path | None,
     workers: int | None,
+    scheduler: str | None,
+    force: bool,
     no_progress: bool,
 ) -> None:
-    """Fit every subject of WORKFLOW_FILE with every model, and write the report."""
+    """Fit every subject of WORKFLOW_FILE with every model, and write the report.
+
+    Rerunning an interrupted workflow skips the fits already finished with the
+    same data and settings.
+    """
     from bayesude.batch import run_workflow
 
     workflow = _or_exit(load_workflow, workflow_file)
     output = output or pathlib.Path("results") / workflow.name
     summary = _or_exit(
-        run_workflow, workflow, output, workers=workers, progress_bar=not no_progress
+        run_workflow,
+        workflow,
+        output,
+        workers=workers,
+        scheduler=scheduler,
+        force=force,
+        progress_bar=not no_progress,
     )
     converged = int(summary["converged"].fillna(False).astype(bool).sum())
     click.echo(

@@ -161,9 +161,32 @@ class InferenceSection(_Strict):
 
 
 class ExecutionSection(_Strict):
-    """Where the fits run."""
+    """Where the fits run.
+
+    ``scheduler`` is the address of an existing Dask cluster
+    (``tcp://HOST:PORT``); without it a local cluster of ``workers`` processes
+    is started (0 fits in this process).
+    """
 
     workers: int = pydantic.Field(default=2, ge=0)
+    scheduler: str | None = pydantic.Field(
+        default=None, pattern=r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$"
+    )
+
+
+class HierarchicalSection(_Strict):
+    """How the hierarchical fit pools subjects (:mod:`bayesude.inference.hierarchical`).
+
+    ``pooled`` names the mechanistic parameters drawn from a population
+    distribution (default: every free mechanistic parameter);
+    ``spread_prior_scale`` the HalfNormal scale of each population spread
+    (default: half the parameter's prior scale).
+    """
+
+    pooled: list[str] | None = None
+    centered: bool = False
+    spread_prior_scale: dict[str, float] = {}
+    shared_noise: bool = False
 
 
 class WorkflowFile(_Strict):
@@ -175,6 +198,8 @@ class WorkflowFile(_Strict):
     models: dict[str, dict[str, Any]]
     inference: InferenceSection = InferenceSection()
     execution: ExecutionSection = ExecutionSection()
+    fits: Literal["independent", "hierarchical", "both"] = "independent"
+    hierarchical: HierarchicalSection = HierarchicalSection()
 
 
 class Workflow:
