@@ -24,6 +24,7 @@ from numpyro.infer.util import (
 )
 
 from bayesude.core.specification import ModelSpecification
+from bayesude.inference.laplace import LaplaceStart, find_laplace_start
 from bayesude.inference.model import BuiltModel, build_model
 from bayesude.inference.prepared_data import prepare_data
 from bayesude.inference.solver_failures import FailureCountingNUTS, SolverFailureLog
@@ -32,7 +33,7 @@ from bayesude.results import assemble_inference_data
 logger = logging.getLogger(__name__)
 
 METHODS = ("nuts", "svi", "map")
-INITIALISATIONS = ("prior", "map", "svi")
+INITIALISATIONS = ("auto", "prior", "map", "svi", "laplace")
 
 #: Jitter (standard deviation, unconstrained space) added to a MAP start so the
 #: chains start apart and R-hat can still detect a failure to mix.
@@ -69,7 +70,7 @@ def fit(
     num_samples: int = 500,
     seed: int = 0,
     progress_bar: bool = True,
-    init: str = "prior",
+    init: str = "auto",
     initial_values: Sequence[dict[str, float] | None] | None = None,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
@@ -103,7 +104,11 @@ def fit(
         Show NumPyro's progress bar while sampling.
     init
         Where NUTS chains start: ``"prior"`` (around prior medians), ``"map"``
-        (jittered around the MAP estimate) or ``"svi"`` (draws from an SVI fit).
+        (jittered around the MAP estimate), ``"svi"`` (draws from an SVI fit),
+        ``"laplace"`` (draws around the best of ``num_chains`` MAP estimates,
+        with the inverse Hessian there as a fixed dense mass matrix; see
+        :mod:`bayesude.inference.laplace`) or ``"auto"`` (the default:
+        ``"laplace"`` for a model with neural terms, ``"prior"`` otherwise).
     initial_values
         Optional starting values per chain (constrained space, by site name);
         None entries use ``init``. A start whose ODE solve fails is replaced by
@@ -130,6 +135,8 @@ def fit(
     """
     _check_choice("method", method, METHODS)
     _check_choice("init", init, INITIALISATIONS)
+    if init == "auto":
+        init = "laplace" if spec.neural_terms else "prior"
     subject = subject or _subject_label(data)
     if "subject" in data.dims:
         data = data.isel(subject=0, drop=True)
@@ -221,15 +228,29 @@ def _run_nuts(
     # SVI and MAP optimisers differentiate in reverse mode, so their guide is
     # fitted to a model whose solve supports it.
     guide_model = build_model(_with_adjoint(spec, "recursive_checkpoint"), prepared)
+    laplace = None
+    if settings.init == "laplace":
+        key_init, key_laplace = jax.random.split(key_init)
+        laplace = find_laplace_start(
+            guide_model.model,
+            key_laplace,
+            settings.num_chains,
+            settings.svi_steps,
+            settings.svi_learning_rate,
+            build_model(_with_adjoint(spec, "direct"), prepared).model,
+        )
     init_params, init_failures, inverse_mass_matrix = _initial_parameters(
-        guide_model, key_init, settings, initial_values
+        guide_model, key_init, settings, initial_values, laplace
     )
     kernel = FailureCountingNUTS(
         built.model,
         failure_log,
         target_accept_prob=settings.target_accept_prob,
         max_tree_depth=settings.max_tree_depth,
-        dense_mass=settings.dense_mass,
+        dense_mass=settings.dense_mass or laplace is not None,
+        # The Laplace mass matrix is kept: a dense covariance of ~100 dimensions
+        # estimated from a few dozen warm-up draws is worse than the Hessian.
+        adapt_mass_matrix=laplace is None,
         forward_mode_differentiation=forward_mode,
         inverse_mass_matrix=inverse_mass_matrix,
     )
@@ -297,18 +318,24 @@ def _initial_parameters(
     key: jax.Array,
     settings: InferenceSettings,
     initial_values,
+    laplace: LaplaceStart | None = None,
 ) -> tuple[dict[str, jax.Array], np.ndarray, dict | None]:
     """Unconstrained starting points, failed starts and a starting mass matrix.
 
     Returns the starting points ``{site: (num_chains, ...)}``; per chain, 1
     where the requested start had a failed solve (or non-finite log density)
-    and had to be moved; and, after an SVI fit, NUTS's initial inverse mass
-    matrix (None otherwise).
+    and had to be moved; and, after an SVI fit or with ``laplace``, NUTS's
+    initial inverse mass matrix (None otherwise).
     """
     num_chains, init = settings.num_chains, settings.init
     keys = jax.random.split(key, num_chains + 1)
     default_values, scales = None, None
-    if init in ("map", "svi"):
+    if laplace is not None:
+        draws = laplace.draws(keys[-1], num_chains, scale=1.0)
+        default_values = jax.vmap(lambda z: constrain_fn(guide_model.model, (), {}, z))(
+            draws
+        )
+    elif init in ("map", "svi"):
         default_values, scales = _fit_guide(
             guide_model,
             keys[-1],
@@ -327,6 +354,8 @@ def _initial_parameters(
         starts.append(start)
         failures[chain] = int(failed)
     stacked = jax.tree.map(lambda *chains: jnp.stack(chains), *starts)
+    if laplace is not None:
+        return stacked, failures, {laplace.site_names: jnp.asarray(laplace.covariance)}
     return stacked, failures, _inverse_mass_matrix(scales)
 
 
