@@ -35,6 +35,12 @@ logger = logging.getLogger(__name__)
 METHODS = ("nuts", "svi", "map")
 INITIALISATIONS = ("auto", "prior", "map", "svi", "laplace")
 
+#: Largest number of unconstrained dimensions for which warm-up goes on adapting
+#: a Laplace start's dense mass matrix. Above it the Hessian's inverse is kept:
+#: a dense covariance of ~100 dimensions estimated from the few dozen draws of
+#: an early warm-up window is worse than the Hessian.
+LAPLACE_ADAPTED_MAX_DIMENSIONS = 40
+
 #: Jitter (standard deviation, unconstrained space) added to a MAP start so the
 #: chains start apart and R-hat can still detect a failure to mix.
 _MAP_START_JITTER = 0.1
@@ -248,9 +254,8 @@ def _run_nuts(
         target_accept_prob=settings.target_accept_prob,
         max_tree_depth=settings.max_tree_depth,
         dense_mass=settings.dense_mass or laplace is not None,
-        # The Laplace mass matrix is kept: a dense covariance of ~100 dimensions
-        # estimated from a few dozen warm-up draws is worse than the Hessian.
-        adapt_mass_matrix=laplace is None,
+        adapt_mass_matrix=laplace is None
+        or laplace.covariance.shape[0] <= LAPLACE_ADAPTED_MAX_DIMENSIONS,
         forward_mode_differentiation=forward_mode,
         inverse_mass_matrix=inverse_mass_matrix,
     )
