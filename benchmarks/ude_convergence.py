@@ -8,7 +8,9 @@ Two fits run side by side in this process:
 - **baseline**: a plain NumPyro + diffrax model, every weight Normal(0, 1),
   NUTS from NumPyro's default start (2 chains × 150 warm-up + 150 draws,
   maximum tree depth 7);
-- **bayesude**: ``bayesude.fit`` with its defaults for neural terms (4 chains).
+- **bayesude**: ``bayesude.fit`` with its default sampler settings (4 chains ×
+  500 + 500, maximum tree depth 10) and the start chosen by ``--init``
+  (``laplace`` unless told otherwise).
 
 For each it prints wall time, divergences, R-hat and bulk ESS of the
 mechanistic parameters, R-hat of the learned term on a grid over the visited
@@ -21,7 +23,7 @@ and the learned term, no divergences, bulk ESS ≥ 400, full coverage, within
 Usage::
 
     .venv/bin/python benchmarks/ude_convergence.py            # both fits
-    .venv/bin/python benchmarks/ude_convergence.py --skip-baseline
+    .venv/bin/python benchmarks/ude_convergence.py --skip-baseline --init svi
     .venv/bin/python benchmarks/ude_convergence.py --reduced  # the test's size
 """
 
@@ -46,6 +48,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer import MCMC, NUTS
 
 import bayesude
+from bayesude.inference.fit import INITIALISATIONS
 from bayesude.learned_terms import learned_term_draws
 
 TRUTH = {"a": 0.7, "b": 0.8, "tau": 12.5}
@@ -123,7 +126,7 @@ def visited_grid(data: xr.Dataset, num_points: int = 21) -> np.ndarray:
 
 
 def bayesude_specification(problem: ReferenceProblem) -> bayesude.ModelSpecification:
-    """The reference problem as a bayesude specification (library defaults)."""
+    """The reference problem as a bayesude specification."""
     return bayesude.ModelSpecification(
         mechanistic="fitzhugh_nagumo",
         observed={"v": "v", "w": "w"},
@@ -141,9 +144,13 @@ def bayesude_specification(problem: ReferenceProblem) -> bayesude.ModelSpecifica
 
 
 def run_bayesude(
-    problem: ReferenceProblem, num_chains: int, seed: int, progress_bar: bool = False
+    problem: ReferenceProblem,
+    num_chains: int,
+    seed: int,
+    init: str,
+    progress_bar: bool = False,
 ) -> dict:
-    """Fit with bayesude's defaults; returns the measurements."""
+    """Fit with bayesude's default sampler settings and ``init``; the measurements."""
     data = reference_data(problem)
     spec = bayesude_specification(problem)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -152,6 +159,7 @@ def run_bayesude(
         data,
         num_chains=num_chains,
         seed=seed,
+        init=init,
         progress_bar=progress_bar,
         num_trajectory_draws=10,
     )
@@ -270,6 +278,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--num-chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default="laplace", choices=INITIALISATIONS)
     parser.add_argument("--progress-bar", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -277,7 +286,7 @@ def main() -> None:
 
     results = {"problem": dataclasses.asdict(problem)}
     results["bayesude"] = run_bayesude(
-        problem, args.num_chains, args.seed, args.progress_bar
+        problem, args.num_chains, args.seed, args.init, args.progress_bar
     )
     print(json.dumps(results, indent=2), flush=True)
     if not args.skip_baseline:

