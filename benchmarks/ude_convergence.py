@@ -276,6 +276,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reduced", action="store_true", help="the test's size")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-bayesude", action="store_true")
     parser.add_argument("--num-chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", default="laplace", choices=INITIALISATIONS)
@@ -285,10 +286,11 @@ def main() -> None:
     problem = REDUCED if args.reduced else FULL
 
     results = {"problem": dataclasses.asdict(problem)}
-    results["bayesude"] = run_bayesude(
-        problem, args.num_chains, args.seed, args.init, args.progress_bar
-    )
-    print(json.dumps(results, indent=2), flush=True)
+    if not args.skip_bayesude:
+        results["bayesude"] = run_bayesude(
+            problem, args.num_chains, args.seed, args.init, args.progress_bar
+        )
+        print(json.dumps(results, indent=2), flush=True)
     if not args.skip_baseline:
         results["baseline"] = run_baseline(problem, 2, 150, 150)
         print(json.dumps(results, indent=2), flush=True)
