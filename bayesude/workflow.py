@@ -151,7 +151,7 @@ class InferenceSection(_Strict):
     num_chains: int = pydantic.Field(default=4, ge=1)
     num_warmup: int = pydantic.Field(default=500, ge=1)
     num_samples: int = pydantic.Field(default=500, ge=1)
-    init: Literal["prior", "map", "svi"] = "svi"
+    init: Literal["prior", "map", "svi", "laplace"] = "svi"
     seed: int = 0
     target_accept_prob: float = pydantic.Field(default=0.8, gt=0, lt=1)
     max_tree_depth: int = pydantic.Field(default=10, ge=1)

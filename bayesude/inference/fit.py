@@ -32,6 +32,7 @@ from numpyro.infer.util import (
 )
 
 from bayesude.core.specification import ModelSpecification
+from bayesude.inference.laplace import LaplaceStart, find_laplace_start
 from bayesude.inference.model import BuiltModel, build_model
 from bayesude.inference.preflight import (
     offending_sites,
@@ -48,11 +49,16 @@ from bayesude.results import assemble_inference_data
 logger = logging.getLogger(__name__)
 
 METHODS = ("nuts", "svi", "map")
-INITIALISATIONS = ("prior", "random", "map", "svi")
+INITIALISATIONS = ("prior", "random", "map", "svi", "laplace")
 
 #: Attempts per chain at a start with a finite log density and gradient
 #: (NumPyro's own limit), before the fit stops and names the failing sites.
 INIT_ATTEMPTS = 100
+#: Largest number of unconstrained dimensions for which warm-up goes on adapting
+#: a Laplace start's dense mass matrix. Above it the Hessian's inverse is kept:
+#: a dense covariance of ~100 dimensions estimated from the few dozen draws of
+#: an early warm-up window is worse than the Hessian.
+LAPLACE_ADAPTED_MAX_DIMENSIONS = 40
 
 #: Jitter (standard deviation, unconstrained space) added to a MAP start so the
 #: chains start apart and R-hat can still detect a failure to mix.
@@ -127,10 +133,13 @@ def fit(
     init
         Where NUTS chains start: ``"prior"`` (around prior medians),
         ``"random"`` (uniform in [-2, 2] in unconstrained space, so chains start
-        apart), ``"map"`` (jittered around the MAP estimate) or ``"svi"``
-        (draws from an SVI fit). A start whose log density or gradient is not
-        finite is redrawn, up to :data:`INIT_ATTEMPTS` times per chain; then
-        the fit stops with an error naming the sites at fault.
+        apart), ``"map"`` (jittered around the MAP estimate), ``"svi"`` (draws
+        from an SVI fit) or ``"laplace"`` (draws around the best of
+        ``num_chains`` MAP estimates, with the inverse Hessian there as NUTS's
+        dense mass matrix; see :mod:`bayesude.inference.laplace`). A start
+        whose log density or gradient is not finite is redrawn, up to
+        :data:`INIT_ATTEMPTS` times per chain; then the fit stops with an error
+        naming the sites at fault.
     initial_values
         Optional starting values per chain (constrained space, by site name);
         None entries use ``init``. A start whose ODE solve fails is replaced by
@@ -279,15 +288,28 @@ def _run_nuts(
     # SVI and MAP optimisers differentiate in reverse mode, so their guide is
     # fitted to a model whose solve supports it.
     guide_model = build_model(_with_adjoint(spec, "recursive_checkpoint"), prepared)
+    laplace = None
+    if settings.init == "laplace":
+        key_init, key_laplace = jax.random.split(key_init)
+        laplace = find_laplace_start(
+            guide_model.model,
+            key_laplace,
+            settings.num_chains,
+            settings.svi_steps,
+            settings.svi_learning_rate,
+            build_model(_with_adjoint(spec, "direct"), prepared).model,
+        )
     init_params, init_failures, inverse_mass_matrix = _initial_parameters(
-        guide_model, key_init, settings, initial_values
+        guide_model, key_init, settings, initial_values, laplace
     )
     kernel = FailureCountingNUTS(
         built.model,
         failure_log,
         target_accept_prob=settings.target_accept_prob,
         max_tree_depth=settings.max_tree_depth,
-        dense_mass=settings.dense_mass,
+        dense_mass=settings.dense_mass or laplace is not None,
+        adapt_mass_matrix=laplace is None
+        or laplace.covariance.shape[0] <= LAPLACE_ADAPTED_MAX_DIMENSIONS,
         forward_mode_differentiation=forward_mode,
         inverse_mass_matrix=inverse_mass_matrix,
     )
@@ -355,18 +377,24 @@ def _initial_parameters(
     key: jax.Array,
     settings: InferenceSettings,
     initial_values,
+    laplace: LaplaceStart | None = None,
 ) -> tuple[dict[str, jax.Array], np.ndarray, dict | None]:
     """Unconstrained starting points, failed starts and a starting mass matrix.
 
     Returns the starting points ``{site: (num_chains, ...)}``; per chain, 1
     where the requested start had a failed solve (or non-finite log density)
-    and had to be moved; and, after an SVI fit, NUTS's initial inverse mass
-    matrix (None otherwise).
+    and had to be moved; and, after an SVI fit or with ``laplace``, NUTS's
+    initial inverse mass matrix (None otherwise).
     """
     num_chains, init = settings.num_chains, settings.init
     keys = jax.random.split(key, num_chains + 1)
     default_values, scales = None, None
-    if init in ("map", "svi"):
+    if laplace is not None:
+        draws = laplace.draws(keys[-1], num_chains, scale=1.0)
+        default_values = jax.vmap(lambda z: constrain_fn(guide_model.model, (), {}, z))(
+            draws
+        )
+    elif init in ("map", "svi"):
         default_values, scales = _fit_guide(
             guide_model,
             keys[-1],
@@ -385,6 +413,8 @@ def _initial_parameters(
         starts.append(start)
         failures[chain] = int(failed)
     stacked = jax.tree.map(lambda *chains: jnp.stack(chains), *starts)
+    if laplace is not None:
+        return stacked, failures, {laplace.site_names: jnp.asarray(laplace.covariance)}
     return stacked, failures, _inverse_mass_matrix(scales)
 
 
