@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow clean
+.PHONY: demo test test-slow bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,18 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -m slow
+
+# Side-by-side benchmark against Stan (PyStan), NumPyro + Diffrax and NumPyro +
+# odeint; writes results/bench/*.jsonl. BENCH_ARGS=--quick for a smoke run.
+$(VENV)/.installed-bench: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(VENV)/bin/python benchmarks/bench.py $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.installed-bench
+	$(VENV)/bin/python benchmarks/bench.py --quick
 
 clean:
 	rm -rf $(VENV) results

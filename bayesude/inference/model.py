@@ -29,7 +29,7 @@ from bayesude.core.neural import Network, build_network
 from bayesude.core.solve import solve_at_times
 from bayesude.core.specification import ModelSpecification
 from bayesude.inference.prepared_data import PreparedData
-from bayesude.inference.solver_failures import SolverFailureLog
+from bayesude.inference.solver_failures import SolverFailureLog, host_callback
 
 #: Name of the factor site that rejects proposals whose solve failed.
 SOLVER_FAILURE_SITE = "solver_failure"
@@ -84,6 +84,10 @@ def build_model(
     vector_field = _make_vector_field(spec, data, networks)
     solve_sweeps = _make_solver(spec, data, vector_field)
     state_index = {name: i for i, name in enumerate(spec.state_names)}
+    if failure_log is not None:
+        report_failure = host_callback(
+            failure_log.record_evaluation, only_when_true=True
+        )
 
     def model(observe: bool = True, record_trajectories: bool = False) -> None:
         params = _sample_parameters(spec)
@@ -99,7 +103,7 @@ def build_model(
         states, solved = solve_sweeps(initial_states, params, weights)
         numpyro.factor(SOLVER_FAILURE_SITE, jnp.where(solved, 0.0, -jnp.inf))
         if failure_log is not None:
-            jax.debug.callback(failure_log.record_evaluation, ~solved, ordered=True)
+            report_failure(~solved)
         if record_trajectories:
             numpyro.deterministic(SOLVER_SUCCESS_SITE, solved)
 
