@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow chromium clean
+.PHONY: demo test test-slow chromium bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,18 @@ test-slow: $(STAMP)
 chromium:
 	command -v chromium >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# Side-by-side benchmark against Stan (PyStan), NumPyro + Diffrax and NumPyro +
+# odeint; writes results/bench/*.jsonl. BENCH_ARGS=--quick for a smoke run.
+$(VENV)/.installed-bench: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(VENV)/bin/python benchmarks/bench.py $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.installed-bench
+	$(VENV)/bin/python benchmarks/bench.py --quick
 
 clean:
 	rm -rf $(VENV) results

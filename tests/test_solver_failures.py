@@ -84,3 +84,26 @@ def test_model_check_lists_prior_draws_whose_solve_fails(logistic_problem):
     assert (failed["r"] > 3.0).all()
     assert failed["problem"].str.contains("max_steps").all()
     assert table.loc[table["solved"], "finite_log_density"].all()
+
+
+def test_vectorised_chains_report_failed_solves_to_their_own_chain_and_transition():
+    import jax
+    import jax.numpy as jnp
+
+    from bayesude.inference.solver_failures import SolverFailureLog, host_callback
+
+    log = SolverFailureLog(3, "vectorized")
+    log.start_phase(2)
+    report_failure = host_callback(log.record_evaluation, only_when_true=True)
+    report_end = host_callback(log.record_transition_end)
+
+    def transition(iteration, failed_evaluations):
+        for failed in failed_evaluations:
+            report_failure(failed)
+        report_end(iteration)
+
+    step = jax.jit(jax.vmap(transition))
+    step(jnp.zeros(3, int), jnp.array([[False, True], [False, False], [True, True]]))
+    step(jnp.ones(3, int), jnp.array([[False, False], [True, False], [False, True]]))
+
+    np.testing.assert_array_equal(log.stop(), [[1, 0], [0, 1], [2, 1]])

@@ -335,14 +335,12 @@ def _run_nuts(
     mcmc.warmup(
         key_warmup,
         init_params=init_params,
-        extra_fields=("diverging",),
+        extra_fields=("diverging", "num_steps"),
         collect_warmup=True,
     )
     warmup_failures = failure_log.stop()
     warmup_failures[:, 0] += init_failures
-    warmup_diverging = np.asarray(
-        mcmc.get_extra_fields(group_by_chain=True)["diverging"]
-    )
+    warmup_extra = mcmc.get_extra_fields(group_by_chain=True)
     logger.info(
         "Warm-up finished in %.1f s (compilation included).",
         time.perf_counter() - started,
@@ -366,7 +364,8 @@ def _run_nuts(
         "acceptance_rate": np.asarray(extra["accept_prob"]),
         "step_size": np.asarray(extra["adapt_state.step_size"]),
         "solver_failure": sampling_failures,
-        "warmup:diverging": warmup_diverging,
+        "warmup:diverging": np.asarray(warmup_extra["diverging"]),
+        "warmup:n_steps": np.asarray(warmup_extra["num_steps"]),
         "warmup:solver_failure": warmup_failures,
     }
     return samples, stats

@@ -30,7 +30,7 @@ from bayesude.core.solve import solve_at_times
 from bayesude.core.specification import ModelSpecification
 from bayesude.inference.observations import observation_distribution
 from bayesude.inference.prepared_data import PreparedData
-from bayesude.inference.solver_failures import SolverFailureLog
+from bayesude.inference.solver_failures import SolverFailureLog, host_callback
 
 #: Name of the factor site that rejects proposals whose solve failed.
 SOLVER_FAILURE_SITE = "solver_failure"
@@ -101,6 +101,10 @@ def build_model(
     solve_sweeps = _make_solver(spec, data, vector_field)
     state_index = {name: i for i, name in enumerate(spec.state_names)}
     trajectory_sites = trajectory_names(spec, data)
+    if failure_log is not None:
+        report_failure = host_callback(
+            failure_log.record_evaluation, only_when_true=True
+        )
 
     def model(
         observe: bool = True,
@@ -124,7 +128,7 @@ def build_model(
         states, solved, failure = solve_sweeps(initial_states, params, weights)
         numpyro.factor(SOLVER_FAILURE_SITE, jnp.where(solved, 0.0, -jnp.inf))
         if failure_log is not None:
-            jax.debug.callback(failure_log.record_evaluation, ~solved, ordered=True)
+            report_failure(~solved)
         if record_trajectories:
             numpyro.deterministic(SOLVER_SUCCESS_SITE, solved)
             numpyro.deterministic(SOLVER_FAILURE_CODE_SITE, failure)
