@@ -266,3 +266,44 @@ def test_glob_of_abf_files_gives_one_subject_per_file(tmp_path):
     np.testing.assert_array_equal(
         loaded["voltage"].sel(subject="cell_1"), loaded["voltage"].sel(subject="cell_2")
     )
+
+
+WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows"
+
+
+@pytest.mark.parametrize(
+    ("name", "variables", "num_times"),
+    [("hare_lynx", ["hare", "lynx"], 21), ("population_rate", ["rate"], 20)],
+)
+def test_shipped_workflows_load_their_data_with_the_chosen_loader(
+    name, variables, num_times
+):
+    from bayesude.workflow import load_workflow
+
+    data = load_workflow(WORKFLOWS / f"{name}.yaml").load_data()
+    assert_follows_convention(data, variables)
+    assert data.sizes["time"] == num_times
+    assert json.loads(data.attrs["subject_errors"]) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hare_lynx", "population_rate"])
+def test_shipped_workflows_run_through_the_command_line_at_tiny_size(tmp_path, name):
+    import yaml
+    from click.testing import CliRunner
+
+    from bayesude.cli import main
+
+    settings = yaml.safe_load((WORKFLOWS / f"{name}.yaml").read_text())
+    settings["data"]["files"] = str(WORKFLOWS / settings["data"]["files"])
+    settings["inference"].update(num_warmup=20, num_samples=20, svi_steps=50)
+    settings["execution"] = {"workers": 0}
+    workflow = tmp_path / f"{name}.yaml"
+    workflow.write_text(yaml.safe_dump(settings))
+
+    result = CliRunner().invoke(
+        main, ["run", str(workflow), "--output", str(tmp_path / "out"), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out" / "fits").glob("*.nc"))) == 1
+    assert (tmp_path / "out" / "report.html").exists()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pydantic
+import xarray as xr
 import yaml
 
 from bayesude.data.convention import SubjectTable
@@ -74,7 +75,7 @@ def load_csv(
     window: tuple[float, float] | None = None,
     downsample: float | None = None,
     errors: str = "raise",
-) -> Any:
+) -> xr.Dataset:
     """Load a tidy CSV table of one or many subjects into the data convention.
 
     Parameters

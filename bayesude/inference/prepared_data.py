@@ -174,8 +174,8 @@ def _check_variables_present(data: xr.Dataset, names: list[str], subject: str) -
     missing = [name for name in names if name not in data.data_vars]
     if missing:
         raise DataValidationError(
-            f"The data have no variable(s) {missing}, which the model needs; the "
-            f"available variables are {sorted(map(str, data.data_vars))}.",
+            f"The data have no variable(s) {missing}, which the model needs. "
+            f"Available variables: {sorted(map(str, data.data_vars))}.",
             "Map the model's names to the data's with 'observed' and 'inputs'.",
             subject=subject,
             field=missing[0],
