@@ -23,7 +23,15 @@ if _cache:
     jax.config.update("jax_compilation_cache_dir", _cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
+from bayesude.core.inputs import StepStimulus  # noqa: E402
 from bayesude.core.neural import NeuralTerm  # noqa: E402
+from bayesude.core.numerical_warnings import (  # noqa: E402
+    BayesudeWarning,
+    ChainMethodWarning,
+    GradientAccuracyWarning,
+    StiffnessWarning,
+    TrajectorySizeWarning,
+)
 from bayesude.core.priors import Prior, prior  # noqa: E402
 from bayesude.core.solve import SolverSettings  # noqa: E402
 from bayesude.core.specification import (  # noqa: E402
@@ -38,6 +46,12 @@ from bayesude.results import load_fit, save_fit  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "BayesudeWarning",
+    "ChainMethodWarning",
+    "GradientAccuracyWarning",
+    "StiffnessWarning",
+    "StepStimulus",
+    "TrajectorySizeWarning",
     "ModelSpecification",
     "NeuralTerm",
     "Prior",

@@ -489,7 +489,8 @@ def _initialize(key, built, strategy):
         if "Cannot find valid initial parameters" not in str(error):
             raise
     values = handlers.trace(
-        handlers.seed(handlers.substitute(built.model, substitute_fn=strategy), key)
+        # The seed must act before the strategy, which draws from each site.
+        handlers.substitute(handlers.seed(built.model, key), substitute_fn=strategy)
     ).get_trace()
     latent = {
         name: site["value"]

@@ -128,29 +128,36 @@ def warn_gradient_accuracy(spec: ModelSpecification) -> list[str]:
 
 
 def resolve_chain_method(chain_method: str, num_chains: int) -> str:
-    """The chain method to use, falling back when devices are too few.
+    """The chain method to use: ``"parallel"`` becomes ``"vectorized"``.
 
-    ``"parallel"`` needs one JAX device per chain; with fewer, the chains run
-    ``"vectorized"`` (one compiled program for all chains, the fastest on one
-    device) after one :class:`ChainMethodWarning` that says how to get more
-    devices.
+    ``"parallel"`` needs one JAX device per chain. With fewer devices, one
+    :class:`ChainMethodWarning` says how to get more. With enough, it says
+    that parallel chains are not supported yet: failed solves are counted per
+    chain through ordered host callbacks, which NumPyro's parallel chains do
+    not deliver in a known order. Either way the chains run vectorized (one
+    compiled program for all chains, the fastest method on one device), and
+    the method used is recorded with the fit.
     """
-    devices = jax.local_device_count()
     if chain_method != "parallel" or num_chains <= 1:
         return chain_method
+    devices = jax.local_device_count()
     if devices < num_chains:
-        warnings.warn(
+        message = (
             f"chain_method='parallel' needs one JAX device per chain, but JAX has "
             f"{devices} device(s) for {num_chains} chains; running the chains "
-            f"'vectorized' instead. To run them in parallel on a CPU, set "
+            f"'vectorized' instead. More CPU devices come from setting "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={num_chains} in the "
-            f"environment (or call numpyro.set_host_device_count({num_chains})) "
-            f"before JAX is first imported, i.e. before importing bayesude.",
-            ChainMethodWarning,
-            stacklevel=3,
+            f"environment (or calling numpyro.set_host_device_count({num_chains})) "
+            f"before JAX is first imported, i.e. before importing bayesude."
         )
-        return "vectorized"
-    return "parallel"
+    else:
+        message = (
+            f"chain_method='parallel' is not supported yet, because failed solves "
+            f"could not be counted per chain; running the {num_chains} chains "
+            f"'vectorized' on one of the {devices} devices instead."
+        )
+    warnings.warn(message, ChainMethodWarning, stacklevel=3)
+    return "vectorized"
 
 
 def trajectory_size_bytes(
