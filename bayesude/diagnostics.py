@@ -394,12 +394,21 @@ def _max_tree_depth(idata: az.InferenceData) -> float:
 
 
 def _tree_depth_saturation(idata: az.InferenceData) -> float:
-    """Fraction of transitions that reached the maximum tree depth; NaN if unknown."""
+    """Fraction of transitions that reached the maximum tree depth; NaN if unknown.
+
+    A tree of depth ``d`` takes ``2**d - 1`` leapfrog steps; the step count
+    (``n_steps``) is used where stored, since ``tree_depth`` as recorded by
+    ``bayesude.fit`` is ``floor(log2(n_steps))``, one less at saturation.
+    """
     max_depth = _max_tree_depth(idata)
-    has_depth = "sample_stats" in idata.groups() and "tree_depth" in idata.sample_stats
-    if not has_depth or not np.isfinite(max_depth):
+    stats = idata.sample_stats if "sample_stats" in idata.groups() else None
+    if stats is None or not np.isfinite(max_depth):
         return np.nan
-    return float(np.mean(idata.sample_stats["tree_depth"].values >= max_depth))
+    if "n_steps" in stats:
+        return float(np.mean(stats["n_steps"].values >= 2**max_depth - 1))
+    if "tree_depth" in stats:
+        return float(np.mean(stats["tree_depth"].values >= max_depth))
+    return np.nan
 
 
 def _transition_statistics(idata: az.InferenceData) -> dict:

@@ -181,6 +181,16 @@ def test_tree_depth_saturation_is_reported_without_failing_the_fit():
     assert "100% of transitions hit the maximum tree depth" in verdict["problems"]
 
 
+def test_tree_depth_saturation_counts_leapfrog_steps_where_stored():
+    fit = make_fit(num_draws=100)
+    fit.posterior.attrs["inference_settings"] = json.dumps({"max_tree_depth": 4})
+    # Depth 4 takes 15 steps: a quarter of the transitions saturate.
+    steps = np.where(np.arange(100) % 4 == 0, 15, 7)
+    fit.sample_stats["n_steps"] = (("chain", "draw"), np.tile(steps, (4, 1)))
+
+    assert convergence_verdict(fit)["tree_depth_saturation"] == 0.25
+
+
 def test_verdict_has_its_documented_columns():
     verdict = convergence_verdict(make_fit(num_draws=100))
 
