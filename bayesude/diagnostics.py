@@ -307,14 +307,20 @@ def _rhat_of(values: xr.DataArray) -> float:
 
 def _function_rhats(idata: az.InferenceData) -> dict[str, dict[str, float]]:
     """Worst R-hat of each network's output and of each predicted trajectory."""
-    networks = {}
-    spec_json = idata.posterior.attrs.get("model_specification")
-    has_weights = any(_is_weights(name) for name in idata.posterior.data_vars)
-    if spec_json and has_weights:
-        networks = {
-            name: _rhat_of(values)
-            for name, values in network_output_draws(idata).items()
-        }
+    suffix = len(NETWORK_WEIGHTS_SUFFIX)
+    # A network that cannot be evaluated cannot be judged: its R-hat stays NaN,
+    # which fails the verdict and is named in the problems.
+    networks = {
+        str(name)[:-suffix]: np.nan
+        for name in idata.posterior.data_vars
+        if _is_weights(name)
+    }
+    if networks and idata.posterior.attrs.get("model_specification"):
+        try:
+            outputs = network_output_draws(idata)
+        except ValueError:
+            outputs = {}
+        networks.update({name: _rhat_of(values) for name, values in outputs.items()})
     trajectories = {
         name: _rhat_of(values) for name, values in trajectory_draws(idata).items()
     }
@@ -388,12 +394,21 @@ def _max_tree_depth(idata: az.InferenceData) -> float:
 
 
 def _tree_depth_saturation(idata: az.InferenceData) -> float:
-    """Fraction of transitions that reached the maximum tree depth; NaN if unknown."""
+    """Fraction of transitions that reached the maximum tree depth; NaN if unknown.
+
+    A tree of depth ``d`` takes ``2**d - 1`` leapfrog steps; the step count
+    (``n_steps``) is used where stored, since ``tree_depth`` as recorded by
+    ``bayesude.fit`` is ``floor(log2(n_steps))``, one less at saturation.
+    """
     max_depth = _max_tree_depth(idata)
-    has_depth = "sample_stats" in idata.groups() and "tree_depth" in idata.sample_stats
-    if not has_depth or not np.isfinite(max_depth):
+    stats = idata.sample_stats if "sample_stats" in idata.groups() else None
+    if stats is None or not np.isfinite(max_depth):
         return np.nan
-    return float(np.mean(idata.sample_stats["tree_depth"].values >= max_depth))
+    if "n_steps" in stats:
+        return float(np.mean(stats["n_steps"].values >= 2**max_depth - 1))
+    if "tree_depth" in stats:
+        return float(np.mean(stats["tree_depth"].values >= max_depth))
+    return np.nan
 
 
 def _transition_statistics(idata: az.InferenceData) -> dict:
@@ -422,7 +437,12 @@ def _counted(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _rhat_problems(rhat_by_name: dict[str, float], what: str, threshold) -> list:
+def _rhat_problems(
+    rhat_by_name: dict[str, float],
+    what: str,
+    threshold: float,
+    missing_reason: str = "constant or non-finite draws",
+) -> list:
     """At most two sentences: quantities without R-hat, and those above threshold."""
     missing = [name for name, value in rhat_by_name.items() if not np.isfinite(value)]
     high = [
@@ -433,8 +453,7 @@ def _rhat_problems(rhat_by_name: dict[str, float], what: str, threshold) -> list
     problems = []
     if missing:
         problems.append(
-            f"R-hat cannot be computed on {what}{', '.join(missing)} (constant or "
-            "non-finite draws)"
+            f"R-hat cannot be computed on {what}{', '.join(missing)} ({missing_reason})"
         )
     if high:
         problems.append(f"R-hat > {threshold} on {what}{', '.join(high)}")
@@ -467,7 +486,10 @@ def _blocking_problems(row: dict, statistics: dict, functions: dict) -> list[str
     ]
     problems += _rhat_problems(statistics["rhat"], "", RHAT_THRESHOLD)
     problems += _rhat_problems(
-        functions["network_output"], "the output of network ", RHAT_THRESHOLD
+        functions["network_output"],
+        "the output of network ",
+        RHAT_THRESHOLD,
+        "not evaluable from the stored fit, or constant",
     )
     problems += _rhat_problems(
         functions["trajectories"],

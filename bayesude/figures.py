@@ -308,8 +308,8 @@ def network_figure(fits: dict[str, az.InferenceData]) -> tuple[str | None, str]:
 
     Chains are drawn separately, so chains that found different functions show
     as separate bands; permuted weights that give the same function overlap.
-    Networks with more than one input are shown along their first input only at
-    the grid's first values of the others.
+    Networks with more than one input are shown along their first input only,
+    at the grid's first values of the others, and only their first output.
     """
     panels = []
     for model, idata in fits.items():

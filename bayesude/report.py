@@ -253,6 +253,11 @@ def _format_list(values, digits: int | None = None) -> str:
     return " ".join(f"{value:.{digits}f}" for value in values)
 
 
+def _format_findings(values) -> str:
+    """A list of findings joined, or a dash (also for a failed fit's missing cell)."""
+    return "; ".join(values) if isinstance(values, list) and values else "–"
+
+
 def _status(row: dict) -> str:
     if not row["converged"] or _is_missing(row["converged"]):
         return "not-converged"
@@ -305,8 +310,8 @@ def _convergence_row(row: dict) -> dict:
         "warmup_solver_failures_per_chain": _format_list(
             get("warmup_solver_failures_per_chain")
         ),
-        "stuck_chains": "; ".join(get("stuck_chains") or []) or "–",
-        "duplicate_chains": "; ".join(get("duplicate_chains") or []) or "–",
+        "stuck_chains": _format_findings(get("stuck_chains")),
+        "duplicate_chains": _format_findings(get("duplicate_chains")),
     }
 
 

@@ -34,6 +34,7 @@ def make_fit(
     with_predictions: bool = True,
     non_finite_log_likelihood: bool = False,
     wall_time_s: float | None = 12.5,
+    with_network_weights: bool = False,
     seed: int = 0,
 ) -> az.InferenceData:
     """Build one synthetic fit; see the module docstring for the model."""
@@ -41,6 +42,8 @@ def make_fit(
     posterior = _posterior(
         rng, num_chains, num_draws, num_sweeps, tau_m_chain_offsets_ms
     )
+    if not with_network_weights:
+        posterior = posterior.drop_vars(["leak_weights"])
     posterior.attrs.update(subject=subject, model_name=model_name, time_units="ms")
     if wall_time_s is not None:
         posterior.attrs["wall_time_s"] = wall_time_s

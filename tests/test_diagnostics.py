@@ -38,13 +38,26 @@ def test_row_is_labelled_with_subject_model_and_sample_sizes(well_mixed_summary)
     assert well_mixed_summary["wall_time_s"] == 12.5
 
 
-def test_network_weights_are_not_judged_and_are_labelled_as_symmetric(
-    well_mixed_summary,
-):
+def test_network_weights_are_labelled_as_symmetric_not_failed():
+    verdict = convergence_verdict(make_fit(with_network_weights=True))
+
     # The synthetic weights sit in a different mode in every chain.
-    assert well_mixed_summary["max_rhat_network_weights"] > 1.1
-    assert well_mixed_summary["network_weights"] == "not identifiable by symmetry"
-    assert well_mixed_summary["converged"] is True
+    assert verdict["max_rhat_network_weights"] > 1.1
+    assert verdict["network_weights"] == "not identifiable by symmetry"
+    assert "leak_weights" not in verdict["problems"]
+
+
+def test_a_network_whose_output_cannot_be_evaluated_is_not_judged_converged():
+    # No model specification is stored with the synthetic fit, so the
+    # network's output, on which a UDE is judged, cannot be computed.
+    verdict = convergence_verdict(make_fit(with_network_weights=True))
+
+    assert np.isnan(verdict["max_rhat_network_output"])
+    assert verdict["converged"] is False
+    assert verdict["problems"] == (
+        "R-hat cannot be computed on the output of network leak (not evaluable "
+        "from the stored fit, or constant)"
+    )
 
 
 def test_one_trending_chain_gives_classic_split_rhat_2_64_and_is_not_converged():
@@ -166,6 +179,16 @@ def test_tree_depth_saturation_is_reported_without_failing_the_fit():
     assert verdict["tree_depth_saturation"] == 1.0
     assert verdict["converged"] is True
     assert "100% of transitions hit the maximum tree depth" in verdict["problems"]
+
+
+def test_tree_depth_saturation_counts_leapfrog_steps_where_stored():
+    fit = make_fit(num_draws=100)
+    fit.posterior.attrs["inference_settings"] = json.dumps({"max_tree_depth": 4})
+    # Depth 4 takes 15 steps: a quarter of the transitions saturate.
+    steps = np.where(np.arange(100) % 4 == 0, 15, 7)
+    fit.sample_stats["n_steps"] = (("chain", "draw"), np.tile(steps, (4, 1)))
+
+    assert convergence_verdict(fit)["tree_depth_saturation"] == 0.25
 
 
 def test_verdict_has_its_documented_columns():

@@ -25,6 +25,8 @@ def spec():
     )
 
 
+# One refit costs about 100 s of CPU: too much for the default suite.
+@pytest.mark.slow
 def test_exact_forecast_of_a_well_specified_model_scores_the_noise_entropy(
     spec, recording
 ):

@@ -1,10 +1,16 @@
+import json
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
+from click.testing import CliRunner
 from synthetic_fits import make_fit
 
+from bayesude.cli import main
 from bayesude.diagnostics import summarise_fits
-from bayesude.report import report_context, write_report
+from bayesude.report import report_context, write_report, write_summary_files
+from bayesude.results import save_fit
 
 MALICIOUS_SUBJECT = "<script>alert(1)</script>"
 
@@ -163,3 +169,54 @@ def test_summary_without_needed_columns_is_rejected(fits):
 
     with pytest.raises(ValueError, match="summarise_fits"):
         report_context(fits, summary, "Fits")
+
+
+def test_summary_csv_and_json_hold_the_same_verdicts(fits, tmp_path):
+    summary = summarise_fits(fits)
+
+    csv_path, json_path = write_summary_files(tmp_path, summary)
+
+    from_csv = pd.read_csv(csv_path)
+    from_json = json.loads(json_path.read_text())["fits"]
+    assert list(from_csv["converged"]) == [row["converged"] for row in from_json]
+    assert list(from_csv["converged"]) == [True, True, False]
+    assert list(from_csv["problems"].fillna("")) == [r["problems"] for r in from_json]
+    assert from_json[2]["divergences_per_chain"] == [0, 0, 0, 0]
+    assert from_csv["divergences_per_chain"][2] == "0 0 0 0"
+    np.testing.assert_allclose(
+        from_csv["max_rhat"], [row["max_rhat"] for row in from_json]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "summary.csv",
+        "summary.json",
+    ]
+
+
+def test_a_failed_fit_row_is_flagged_in_the_report_and_summary_files(fits, tmp_path):
+    summary = summarise_fits(fits[:1])
+    failed = {name: np.nan for name in summary.columns}
+    failed.update(
+        subject="cell_9", model="leaky", converged=False, problems="fit failed: boom"
+    )
+    summary = pd.concat([summary, pd.DataFrame([failed])], ignore_index=True)
+
+    html = write_report(tmp_path, fits[:1], summary, "Fits").read_text()
+    _, json_path = write_summary_files(tmp_path, summary)
+
+    row = _overview_row_of(html, "cell_9")
+    assert 'class="not-converged"' in row and "fit failed: boom" in row
+    assert json.loads(json_path.read_text())["fits"][1]["max_rhat"] is None
+
+
+def test_report_command_rebuilds_report_and_summaries_from_saved_fits(fits, tmp_path):
+    (tmp_path / "fits").mkdir()
+    for index, fit in enumerate(fits[:2]):
+        save_fit(fit, tmp_path / "fits" / f"fit_{index}.nc")
+
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "report.html").read_text()
+    assert "Subject cell_1" in html
+    summary = json.loads((tmp_path / "summary.json").read_text())["fits"]
+    assert [row["model"] for row in summary] == ["leaky", "leaky_nn"]
