@@ -558,7 +558,7 @@ def _store_views(task: Task, output_dir: pathlib.Path, missing_only: bool) -> No
     """
     if not isinstance(task, HierarchicalTask):
         return
-    from bayesude.inference.hierarchical import subject_view, view_model_name
+    from bayesude.hierarchical_results import subject_view, view_model_name
 
     view_name = view_model_name(task.model_name)
     subjects = [str(s) for s in task.data["subject"].values]
@@ -577,7 +577,7 @@ def _fit_paths(tasks: Sequence[Task], outcome: FitOutcome) -> list[pathlib.Path]
         if (task.subject, task.model_name) != (outcome.subject, outcome.model_name):
             continue
         if isinstance(task, HierarchicalTask):
-            from bayesude.inference.hierarchical import view_model_name
+            from bayesude.hierarchical_results import view_model_name
 
             name = view_model_name(task.model_name)
             return [

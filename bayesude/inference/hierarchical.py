@@ -39,35 +39,42 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-import scipy.stats
 import xarray as xr
-from numpyro.infer import MCMC, Predictive
+from numpyro.infer import MCMC
 
 from bayesude.core.inputs import evaluate_input
 from bayesude.core.neural import Network, build_network
 from bayesude.core.solve import solve_at_times
 from bayesude.core.specification import ModelSpecification
+from bayesude.hierarchical_results import (
+    assemble_hierarchical_inference_data,
+    subject_view,
+    view_model_name,
+)
 from bayesude.inference.fit import (
     InferenceSettings,
     _initial_parameters,
     _with_adjoint,
 )
 from bayesude.inference.model import SOLVER_FAILURE_SITE, SOLVER_SUCCESS_SITE, _terms
-from bayesude.inference.prepared_data import PreparedData, prepare_data
 from bayesude.inference.solver_failures import FailureCountingNUTS, SolverFailureLog
-from bayesude.recordings import select_subject
-from bayesude.results import _attributes, _chain_draw_dataset
+from bayesude.inference.stacked_data import StackedSubjects, stack_subjects
+
+__all__ = [
+    "Pooling",
+    "StackedSubjects",
+    "build_hierarchical_model",
+    "fit_hierarchical",
+    "resolve_pooling",
+    "stack_subjects",
+    "subject_view",
+    "view_model_name",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Priors a pooled parameter may have, with the map to the pooling scale.
 _POOLING_SCALES = {"LogNormal": (jnp.log, jnp.exp), "Normal": (None, None)}
-
-#: Prior scale of initial observed states, as a fraction of the variable's range.
-_INITIAL_STATE_RELATIVE_SCALE = 0.05
-
-#: Suffix of the model name under which per-subject views are reported.
-VIEW_SUFFIX = "_hierarchical"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,164 +98,6 @@ class Pooling:
     centered: bool
     spread_prior_scale: dict[str, float]
     shared_noise: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class StackedSubjects:
-    """All subjects' arrays, padded to common shapes where padding is harmless.
-
-    Shapes use S subjects, W sweeps (the most of any subject), T times (the
-    most of any subject) and J jump times (the most of any subject).
-
-    Attributes
-    ----------
-    subjects
-        Subject names, length S.
-    prepared
-        Each subject's :class:`PreparedData` (unpadded), for labels.
-    arrays
-        Model arguments: ``times`` (S, T), ``inputs`` {name: (S, W, T)},
-        ``jump_times`` (S, J), ``first_values`` {state: (S, W)}, and per
-        observed variable ``<name>:values``, ``:subject_index``,
-        ``:sweep_index``, ``:time_index`` (N,) and ``:noise_scale`` (S,).
-    real_sweeps
-        Subject and sweep slot of every real sweep, two arrays of shape (R,).
-    time_offset
-        1 when a start time was prepended to every subject's times, else 0.
-    """
-
-    subjects: tuple[str, ...]
-    prepared: tuple[PreparedData, ...]
-    arrays: dict
-    real_sweeps: tuple[np.ndarray, np.ndarray]
-    time_offset: int
-
-    @property
-    def num_subjects(self) -> int:
-        return len(self.subjects)
-
-
-def stack_subjects(
-    spec: ModelSpecification, data: xr.Dataset, t0: float | None = None
-) -> StackedSubjects:
-    """Prepare every subject of ``data`` and stack them for one vmapped solve.
-
-    Parameters
-    ----------
-    spec
-        The model specification.
-    data
-        Recordings, dims ``(subject, sweep, time)`` (``docs/conventions.md``).
-    t0
-        Start of every solve in model time units, where ``initial_state``
-        applies; None starts each subject at its first observation.
-    """
-    subjects = tuple(str(s) for s in data["subject"].values)
-    prepared = tuple(prepare_data(spec, select_subject(data, s), s) for s in subjects)
-    offset = 0 if t0 is None else 1
-    for subject, p in zip(subjects, prepared, strict=True):
-        if t0 is not None and not t0 < p.times[0]:
-            raise ValueError(
-                f"Subject {subject!r}: t0={t0} must come before the first "
-                f"observation at {p.times[0]} {p.time_units}; lower t0 or leave it "
-                f"out to start at the first observation."
-            )
-    num_sweeps = max(p.num_sweeps for p in prepared)
-    num_times = max(p.times.size for p in prepared) + offset
-
-    times = np.stack([_padded_times(p.times, t0, num_times) for p in prepared])
-    inputs = {
-        name: np.stack(
-            [_padded_input(p, name, offset, num_sweeps, num_times) for p in prepared]
-        )
-        for name in spec.model_inputs
-    }
-    arrays = {
-        "times": times,
-        "inputs": inputs,
-        "jump_times": _padded_jump_times(prepared, times),
-        "first_values": _first_values(prepared, num_sweeps),
-    }
-    for name in spec.observed:
-        arrays.update(_stacked_observations(prepared, name, offset))
-    real_subjects = np.concatenate(
-        [np.full(p.num_sweeps, i) for i, p in enumerate(prepared)]
-    )
-    real_slots = np.concatenate([np.arange(p.num_sweeps) for p in prepared])
-    return StackedSubjects(
-        subjects, prepared, arrays, (real_subjects, real_slots), offset
-    )
-
-
-def _padded_times(times, t0, length) -> np.ndarray:
-    if t0 is not None:
-        times = np.concatenate([[t0], times])
-    # Repeating the last time adds save points but no solver steps.
-    return np.concatenate([times, np.full(length - times.size, times[-1])])
-
-
-def _padded_input(p: PreparedData, name, offset, num_sweeps, num_times) -> np.ndarray:
-    values = p.inputs[name].values
-    if offset:
-        values = np.concatenate([values[:, :1], values], axis=1)
-    values = np.pad(values, ((0, 0), (0, num_times - values.shape[1])), mode="edge")
-    return np.concatenate(
-        [values, np.repeat(values[:1], num_sweeps - values.shape[0], axis=0)]
-    )
-
-
-def _padded_jump_times(prepared, times) -> np.ndarray:
-    """Each subject's interior jump times, padded with its end time (a no-op)."""
-    jumps = [
-        j[(j > t[0]) & (j < t[-1])]
-        for j, t in zip((p.jump_times() for p in prepared), times, strict=True)
-    ]
-    width = max(j.size for j in jumps)
-    return np.stack(
-        [
-            np.concatenate([j, np.full(width - j.size, t[-1])])
-            for j, t in zip(jumps, times, strict=True)
-        ]
-    ).reshape(len(prepared), width)
-
-
-def _first_values(prepared, num_sweeps) -> dict[str, np.ndarray]:
-    states = {v.state: v.name for v in prepared[0].observed.values()}
-    return {
-        state: np.stack(
-            [
-                np.pad(
-                    p.observed[name].first_values,
-                    (0, num_sweeps - p.num_sweeps),
-                    mode="edge",
-                )
-                for p in prepared
-            ]
-        )
-        for state, name in states.items()
-    }
-
-
-def _stacked_observations(prepared, name, offset) -> dict[str, np.ndarray]:
-    variables = [p.observed[name] for p in prepared]
-    return {
-        f"{name}:values": np.concatenate([v.values for v in variables]),
-        f"{name}:subject_index": np.concatenate(
-            [np.full(v.values.size, i) for i, v in enumerate(variables)]
-        ),
-        f"{name}:sweep_index": np.concatenate([v.sweep_index for v in variables]),
-        f"{name}:time_index": np.concatenate([v.time_index for v in variables])
-        + offset,
-        f"{name}:noise_scale": np.array(
-            [float(np.std(v.values)) or 1.0 for v in variables]
-        ),
-        f"{name}:initial_scale": np.array(
-            [
-                max(_INITIAL_STATE_RELATIVE_SCALE * np.ptp(v.values), 1e-6)
-                for v in variables
-            ]
-        ),
-    }
 
 
 def resolve_pooling(
@@ -562,7 +411,10 @@ def fit_hierarchical(
         applies; None starts each subject at its first observation.
     method
         Only ``"nuts"``.
-    num_chains, num_warmup, num_samples, seed, progress_bar, init,
+    init
+        Only ``"prior"`` (chains start around prior medians); other values are
+        replaced by it, with a log message.
+    num_chains, num_warmup, num_samples, seed, progress_bar,
     target_accept_prob, max_tree_depth, dense_mass, chain_method, svi_steps,
     svi_learning_rate, num_trajectory_draws
         As in :func:`bayesude.fit`.
@@ -584,6 +436,15 @@ def fit_hierarchical(
             f"Hierarchical fits run NUTS only, got method={method!r}; use method: "
             f"nuts, or fit the subjects independently with {method}."
         )
+    if init != "prior":
+        # An SVI or MAP start would run the model on a batch of guide draws
+        # outside vmap, which the per-subject solve does not support.
+        logger.info(
+            "Hierarchical fits start NUTS from prior medians; init=%r applies to "
+            "independent fits only.",
+            init,
+        )
+        init = "prior"
     stacked = stack_subjects(spec, data, t0)
     pooling = resolve_pooling(spec, pooled, centered, spread_prior_scale, shared_noise)
     arrays = jax.tree.map(jnp.asarray, stacked.arrays)
@@ -613,6 +474,9 @@ def fit_hierarchical(
     init_params, init_failures, inverse_mass_matrix = _initial_parameters(
         bound_guide, key_init, settings, None
     )
+    if num_chains == 1:
+        # NumPyro expects one chain's start without a chain dimension.
+        init_params = jax.tree.map(lambda value: value[0], init_params)
     samples, stats = _run_nuts(
         spec,
         stacked,
@@ -634,7 +498,7 @@ def fit_hierarchical(
     )
 
     plain_model, _ = build_hierarchical_model(spec, stacked, pooling)
-    return _inference_data(
+    return assemble_hierarchical_inference_data(
         spec,
         stacked,
         pooling,
@@ -755,238 +619,3 @@ def _run_nuts(
         "warmup:solver_failure": warmup_failures,
     }
     return samples, stats
-
-
-def _inference_data(
-    spec,
-    stacked,
-    pooling,
-    model,
-    arrays,
-    samples,
-    stats,
-    key,
-    num_trajectory_draws,
-    attributes,
-) -> az.InferenceData:
-    trajectories, solved = _trajectories(model, spec, arrays, samples)
-    observed, log_likelihood, predictive = _observation_groups(
-        spec, pooling, stacked, samples, trajectories, solved, key
-    )
-    posterior = az.from_dict(
-        posterior=samples,
-        dims=_posterior_dims(spec, pooling, samples),
-        coords={"subject": list(stacked.subjects)},
-    ).posterior
-    real_subjects, real_slots = stacked.real_sweeps
-    if "subject_sweep" in posterior.dims:
-        posterior = posterior.assign_coords(
-            sweep_subject=(
-                "subject_sweep",
-                np.asarray(stacked.subjects)[real_subjects],
-            ),
-            sweep=("subject_sweep", _sweep_labels(stacked)),
-        )
-    idata = az.from_dict(
-        posterior_predictive=predictive,
-        log_likelihood=log_likelihood,
-        observed_data=observed,
-        sample_stats={k: v for k, v in stats.items() if not k.startswith("warmup:")},
-        dims={name: [f"{name}_observation"] for name in spec.observed},
-    )
-    idata.add_groups(posterior=posterior)
-    for name in spec.observed:
-        coords = _observation_coords(stacked, name)
-        for group in ("observed_data", "log_likelihood", "posterior_predictive"):
-            setattr(idata, group, getattr(idata, group).assign_coords(coords))
-    idata.add_groups(
-        warmup_sample_stats=_chain_draw_dataset(
-            {
-                k[len("warmup:") :]: v
-                for k, v in stats.items()
-                if k.startswith("warmup:")
-            }
-        ),
-        predictions=_thinned_trajectories(stacked, trajectories, num_trajectory_draws),
-    )
-    time_units = stacked.prepared[0].time_units
-    idata.posterior.attrs.update(_attributes(spec, _TimeUnits(time_units), attributes))
-    return idata
-
-
-@dataclasses.dataclass(frozen=True)
-class _TimeUnits:
-    time_units: str
-
-
-def _trajectories(model, spec, arrays, samples):
-    """Noise-free trajectories ``{name: (chain, draw, S, W, T)}`` and success."""
-    sites = [f"{name}_trajectory" for name in spec.observed] + [SOLVER_SUCCESS_SITE]
-    num_chains = next(iter(samples.values())).shape[0]
-    per_chain = []
-    for chain in range(num_chains):
-        predictive = Predictive(
-            model,
-            posterior_samples={k: v[chain] for k, v in samples.items()},
-            return_sites=sites,
-        )
-        outputs = predictive(
-            jax.random.key(0), arrays, observe=False, record_trajectories=True
-        )
-        per_chain.append({k: np.asarray(v) for k, v in outputs.items()})
-    trajectories = {
-        name: np.stack([c[f"{name}_trajectory"] for c in per_chain])
-        for name in spec.observed
-    }
-    solved = np.stack([c[SOLVER_SUCCESS_SITE] for c in per_chain]).astype(bool)
-    return trajectories, solved
-
-
-def _observation_groups(spec, pooling, stacked, samples, trajectories, solved, key):
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
-    arrays = stacked.arrays
-    observed, log_likelihood, predictive = {}, {}, {}
-    for name in spec.observed:
-        subject = arrays[f"{name}:subject_index"]
-        mean = trajectories[name][
-            ..., subject, arrays[f"{name}:sweep_index"], arrays[f"{name}:time_index"]
-        ]
-        sigma = samples[f"sigma_{name}"]
-        sigma = sigma[..., None] if pooling.shared_noise else sigma[..., subject]
-        if spec.observation == "student_t":
-            noise = scipy.stats.t(spec.student_t_df, loc=mean, scale=sigma)
-        else:
-            noise = scipy.stats.norm(loc=mean, scale=sigma)
-        values = arrays[f"{name}:values"]
-        ok = solved[..., subject]
-        log_likelihood[name] = np.where(ok, noise.logpdf(values), -np.inf)
-        predictive[name] = np.where(ok, noise.rvs(random_state=rng), np.nan)
-        observed[name] = values
-    return observed, log_likelihood, predictive
-
-
-def _posterior_dims(spec, pooling, samples) -> dict[str, list[str]]:
-    dims = {}
-    for parameter in spec.free_parameters():
-        for name in (
-            parameter.name,
-            f"{parameter.name}_offset",
-            f"{parameter.name}_location",
-        ):
-            dims[name] = ["subject"]
-    if not pooling.shared_noise:
-        dims.update({f"sigma_{name}": ["subject"] for name in spec.observed})
-    dims.update({f"{state}_0": ["subject_sweep"] for state in spec.observed.values()})
-    dims.update({f"{t.name}_weights": [f"{t.name}_weight"] for t in spec.neural_terms})
-    return {name: d for name, d in dims.items() if name in samples}
-
-
-def _sweep_labels(stacked) -> np.ndarray:
-    return np.concatenate([p.sweeps for p in stacked.prepared])
-
-
-def _observation_coords(stacked, name):
-    arrays = stacked.arrays
-    subject = arrays[f"{name}:subject_index"]
-    slot = arrays[f"{name}:sweep_index"]
-    time_index = arrays[f"{name}:time_index"]
-    dim = f"{name}_observation"
-    return {
-        "subject": (dim, np.asarray(stacked.subjects)[subject]),
-        "sweep": (
-            dim,
-            np.array(
-                [
-                    stacked.prepared[s].sweeps[w]
-                    for s, w in zip(subject, slot, strict=True)
-                ]
-            ),
-        ),
-        "time": (dim, arrays["times"][subject, time_index]),
-    }
-
-
-def _thinned_trajectories(stacked, trajectories, num_draws) -> xr.Dataset:
-    """Trajectories on the union of subjects' times and sweeps, NaN where absent."""
-    times = np.unique(np.concatenate([p.times for p in stacked.prepared]))
-    sweeps = np.unique(_sweep_labels(stacked))
-    first = next(iter(trajectories.values()))
-    total = first.shape[0] * first.shape[1]
-    chosen = np.unique(np.linspace(0, total - 1, min(num_draws, total)).astype(int))
-    variables = {}
-    for name, values in trajectories.items():
-        flat = values.reshape((total,) + values.shape[2:])[chosen]
-        grid = np.full(
-            (chosen.size, len(stacked.subjects), sweeps.size, times.size), np.nan
-        )
-        for s, p in enumerate(stacked.prepared):
-            rows = np.searchsorted(sweeps, p.sweeps)
-            columns = np.searchsorted(times, p.times)
-            own = flat[
-                :,
-                s,
-                : p.num_sweeps,
-                stacked.time_offset : stacked.time_offset + p.times.size,
-            ]
-            grid[:, s][:, rows[:, None], columns[None, :]] = own
-        variables[name] = (("chain", "draw", "subject", "sweep", "time"), grid[None])
-    return xr.Dataset(
-        variables,
-        coords={
-            "chain": [0],
-            "draw": np.arange(chosen.size),
-            "subject": list(stacked.subjects),
-            "sweep": sweeps,
-            "time": times,
-        },
-    )
-
-
-def view_model_name(model_name: str) -> str:
-    """Model name under which a hierarchical fit's per-subject views are reported."""
-    return f"{model_name}{VIEW_SUFFIX}"
-
-
-def subject_view(idata: az.InferenceData, subject: str) -> az.InferenceData:
-    """One subject's part of a hierarchical fit, laid out as an independent fit.
-
-    The posterior keeps the population parameters and this subject's own;
-    observations, log-likelihood and predictions are this subject's only, so
-    PSIS-LOO of the view is comparable with an independent fit of the subject
-    on the same observations. Sampler statistics are the joint fit's.
-    """
-    posterior = idata.posterior
-    variables = {}
-    for name, variable in posterior.data_vars.items():
-        if "subject" in variable.dims:
-            variable = variable.sel(subject=subject, drop=True)
-        elif "subject_sweep" in variable.dims:
-            mine = np.flatnonzero(posterior["sweep_subject"].values == subject)
-            labels = posterior["sweep"].values[mine]
-            variable = (
-                variable.isel(subject_sweep=mine)
-                .drop_vars(["sweep_subject", "sweep"])
-                .rename(subject_sweep="sweep")
-                .assign_coords(sweep=labels)
-            )
-        variables[name] = variable
-    view_posterior = xr.Dataset(variables, attrs=dict(posterior.attrs))
-    view_posterior.attrs.update(
-        subject=subject, model_name=view_model_name(posterior.attrs["model_name"])
-    )
-    groups = {"posterior": view_posterior}
-    for group in ("observed_data", "log_likelihood", "posterior_predictive"):
-        dataset = idata[group]
-        for name in dataset.data_vars:
-            dim = f"{name}_observation"
-            mine = np.flatnonzero(dataset["subject"].values == subject)
-            dataset = dataset.isel({dim: mine})
-        groups[group] = dataset.drop_vars("subject")
-    for group in ("sample_stats", "warmup_sample_stats"):
-        groups[group] = idata[group]
-    groups["predictions"] = (
-        idata.predictions.sel(subject=subject, drop=True)
-        .dropna("sweep", how="all")
-        .dropna("time", how="all")
-    )
-    return az.InferenceData(**groups)
