@@ -73,6 +73,7 @@ def fit_bayesude(spec, dataset, size, clock, starts, seed=0) -> dict:
         initial_values=starts,
     )
     finished = time.time()
+    cpu_s = problem.cpu_seconds()
     fit_logger.removeHandler(marker)
 
     ended = marker.at or finished
@@ -92,4 +93,5 @@ def fit_bayesude(spec, dataset, size, clock, starts, seed=0) -> dict:
         "divergences": int(stats["diverging"].sum()),
         "assembly_s": finished - ended,
         "solver_failures": int(stats["solver_failure"].sum()),
+        "cpu_s": cpu_s,
     }

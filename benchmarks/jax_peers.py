@@ -176,6 +176,7 @@ def run_nuts(model, model_args, size, starts, clock, seed=0, forward_mode=False)
         )
         draws = mcmc.get_samples(group_by_chain=True)
         jax.block_until_ready(draws)
+    cpu_s = problem.cpu_seconds()
     extra = mcmc.get_extra_fields()
     return {
         "draws": {k: np.asarray(v) for k, v in draws.items()},
@@ -183,6 +184,7 @@ def run_nuts(model, model_args, size, starts, clock, seed=0, forward_mode=False)
         "compile_s": clock.seconds - compiled_before,
         "num_gradients": warmup_steps + int(np.sum(extra["num_steps"])),
         "divergences": int(np.sum(extra["diverging"])),
+        "cpu_s": cpu_s,
     }
 
 

@@ -21,7 +21,11 @@ def run_peer(peer: str, variant: str, size_name: str) -> dict:
         "ude": _ude,
         "batch": _batch,
     }[variant]
+    cpu_before = problem.cpu_seconds()
     result, extra = runner(peer, size, clock)
+    if "cpu_s" in result:
+        result["cpu_s"] -= cpu_before
+        extra["cpu_s"] = result["cpu_s"]
     line = problem.record(
         peer,
         variant,
@@ -37,6 +41,10 @@ def run_peer(peer: str, variant: str, size_name: str) -> dict:
             "size": dataclasses.asdict(size),
         },
     )
+    if "cpu_s" in result:
+        line["ess_per_cpu_s_with_compile"] = (
+            line["ess_per_s_with_compile"] * line["wall_s"] / result["cpu_s"]
+        )
     return line
 
 

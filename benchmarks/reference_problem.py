@@ -176,6 +176,17 @@ def stopwatch() -> Iterator[dict[str, float]]:
         clock["s"] = time.perf_counter() - started
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children.
+
+    On a machine shared with other work, CPU time is a steadier measure of a
+    fit's cost than wall time, which counts the waits for a core.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def peak_memory_mb() -> float:
     """Peak resident memory of this process and its finished children, in MB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -50,6 +50,8 @@ def fit_stan(size: problem.Size, seed: int = 0) -> dict:
             max_depth=10,
             save_warmup=True,
         )
+    # Counts the chains' processes only if httpstan has ended them by now.
+    cpu_s = problem.cpu_seconds()
     kept = slice(size.num_warmup, None)
     draws = {
         name: np.asarray(fit[name]).reshape(-1, size.num_chains).T[:, kept]
@@ -63,4 +65,5 @@ def fit_stan(size: problem.Size, seed: int = 0) -> dict:
         "compile_s": build["s"],
         "num_gradients": int(leapfrogs.sum()),
         "divergences": int(divergent[:, kept].sum()),
+        "cpu_s": cpu_s,
     }
