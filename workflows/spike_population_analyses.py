@@ -33,9 +33,15 @@ HERE = pathlib.Path(__file__).parent
 DATA = HERE.parent / "data"
 
 
+def _run_unless_done(workflow, results: pathlib.Path) -> None:
+    """Fit the workflow unless its results folder already has a summary."""
+    if not (results / workflow.name / "summary.csv").exists():
+        run_workflow(workflow, results / workflow.name, workers=0, progress_bar=False)
+
+
 def population(results: pathlib.Path) -> dict:
     workflow = load_workflow(HERE / "hippocampal_population.yaml")
-    run_workflow(workflow, results / workflow.name, workers=0, progress_bar=False)
+    _run_unless_done(workflow, results)
     entry = workflow.settings.data.subjects["hippocampus_16units"]
     whole = load_population_counts(
         DATA / "population" / "rodent_hippocampus_population_rate_10ms.nc",
@@ -82,7 +88,7 @@ def population(results: pathlib.Path) -> dict:
 
 def encoding(results: pathlib.Path) -> dict:
     workflow = load_workflow(HERE / "locust_encoding.yaml")
-    run_workflow(workflow, results / workflow.name, workers=0, progress_bar=False)
+    _run_unless_done(workflow, results)
     entry = workflow.settings.data.subjects["locust_receptor_1"]
     path = DATA / "spike_trains" / "locust_auditory_receptor_nitime.nc"
     train = load_spike_counts_with_stimulus(path, 1, tuple(entry.window_s), entry.bin_s)
@@ -112,6 +118,7 @@ def encoding(results: pathlib.Path) -> dict:
             load_fit(fit_path),
             held_out,
             stimulus_prior=(float(train_stimulus.mean()), float(train_stimulus.std())),
+            knot_spacing=2,
             num_encoding_draws=4,
             num_samples_per_draw=100,
             svi_steps=800,
