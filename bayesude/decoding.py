@@ -182,6 +182,7 @@ def decode_stimulus(
     *,
     stimulus_prior: tuple[float, float],
     counts: str = "spike_count",
+    knot_spacing: int = 1,
     num_encoding_draws: int = 8,
     num_samples_per_draw: int = 50,
     svi_steps: int = 1500,
@@ -202,6 +203,10 @@ def decode_stimulus(
     stimulus_prior
         ``(mean, standard deviation)`` of the stimulus in each bin, in the
         stimulus' units, e.g. those of the training stimulus.
+    knot_spacing
+        The stimulus is decoded at every ``knot_spacing``-th bin and linearly
+        interpolated between; a spacing near the stimulus' correlation time
+        keeps the decoder from chasing detail the spikes cannot resolve.
     num_encoding_draws
         Posterior draws of the encoding parameters to decode under; their
         decoded posteriors are mixed with equal weight.
@@ -240,6 +245,7 @@ def decode_stimulus(
                 log_likelihood,
                 draw,
                 times_ms.size,
+                knot_spacing,
                 prior_mean,
                 prior_sd,
                 key,
@@ -324,6 +330,7 @@ def _decode_one_draw(
     log_likelihood,
     draw,
     num_times,
+    knot_spacing,
     prior_mean,
     prior_sd,
     key,
@@ -332,18 +339,22 @@ def _decode_one_draw(
     num_samples,
 ) -> np.ndarray:
     draw = {k: jnp.asarray(v) for k, v in draw.items()}
+    bins = jnp.arange(num_times, dtype=float)
+    knots = jnp.arange(0, num_times + knot_spacing - 1, knot_spacing, dtype=float)
 
     def model():
-        stimulus = numpyro.sample(
-            "stimulus",
-            dist.Normal(prior_mean, prior_sd).expand([num_times]).to_event(1),
+        values = numpyro.sample(
+            "stimulus_knots",
+            dist.Normal(prior_mean, prior_sd).expand([knots.size]).to_event(1),
         )
+        stimulus = jnp.interp(bins, knots, values)
+        numpyro.deterministic("stimulus", stimulus)
         numpyro.factor("spikes", log_likelihood(stimulus, draw))
 
     guide = AutoNormal(
         model,
         init_loc_fn=numpyro.infer.init_to_value(
-            values={"stimulus": jnp.full(num_times, prior_mean)}
+            values={"stimulus_knots": jnp.full(knots.size, prior_mean)}
         ),
         init_scale=0.1 * prior_sd,
     )
@@ -353,7 +364,9 @@ def _decode_one_draw(
     draws = guide.sample_posterior(
         sample_key, result.params, sample_shape=(num_samples,)
     )
-    return np.asarray(draws["stimulus"])
+    return np.asarray(
+        jax.vmap(lambda v: jnp.interp(bins, knots, v))(draws["stimulus_knots"])
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -277,6 +277,10 @@ def leave_future_out(
         density), ``elpd_se`` (its standard error from the pointwise terms),
         ``num_observations`` and ``elpd_per_observation``.
     """
+    if spec.solver.adjoint == "automatic":
+        # No gradients are taken here; any concrete adjoint solves the same.
+        solver = dataclasses.replace(spec.solver, adjoint="recursive_checkpoint")
+        spec = dataclasses.replace(spec, solver=solver)
     prepared = prepare_data(spec, data, subject)
     built = build_model(spec, prepared)
     samples = _thinned_posterior(idata, built.latent_sizes, max_draws)

@@ -125,6 +125,7 @@ def test_bayesian_decoder_recovers_the_stimulus_and_its_uncertainty():
         _true_posterior(),
         held_out,
         stimulus_prior=(0.3, 0.15),
+        knot_spacing=8,
         num_encoding_draws=1,
         num_samples_per_draw=200,
         svi_steps=300,
