@@ -1,4 +1,4 @@
-"""Tests for bayesude.recordings: the current-clamp loader and subject selection."""
+"""Tests for bayesude.data: the current-clamp loader and subject selection."""
 
 import json
 from pathlib import Path
