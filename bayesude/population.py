@@ -21,6 +21,7 @@ from bayesude.core.specification import ModelSpecification
 from bayesude.inference.model import build_model
 from bayesude.inference.observations import pointwise_log_likelihood
 from bayesude.inference.prepared_data import prepare_data
+from bayesude.predictive_checks import observed_variable
 
 
 def load_population_counts(
@@ -293,7 +294,10 @@ def leave_future_out(
     import jax
 
     outputs = predictive(jax.random.key(0), observe=False, record_trajectories=True)
-    last_fitted = float(np.max(idata.observed_data["time"].values))
+    last_fitted = max(
+        float(np.max(observed_variable(idata, str(name))["time"].values))
+        for name in idata.observed_data.data_vars
+    )
     factor = _time_factor(idata, prepared.time_units)
     pointwise = []
     solved = np.asarray(outputs["solver_success"], dtype=bool)

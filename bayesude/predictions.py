@@ -6,6 +6,8 @@ import arviz as az
 import numpy as np
 import xarray as xr
 
+from bayesude.predictive_checks import observed_variable
+
 
 def observation_predictions(idata: az.InferenceData, variable: str) -> xr.DataArray:
     """The noise-free model prediction at every observation of `variable`.
@@ -26,7 +28,7 @@ def observation_predictions(idata: az.InferenceData, variable: str) -> xr.DataAr
         and ``row`` coordinates. Observations at the same sweep and time get
         the same prediction.
     """
-    observed = idata.observed_data[variable]
+    observed = observed_variable(idata, variable)
     trajectory = idata.predictions[variable]
     dimension = f"{variable}_observation"
     sweep = xr.DataArray(observed["sweep"].values, dims=dimension)
@@ -38,5 +40,5 @@ def observation_predictions(idata: az.InferenceData, variable: str) -> xr.DataAr
     )
     values = trajectory.sel(sweep=sweep).isel(time=position)
     return values.drop_vars(["sweep", "time"], errors="ignore").assign_coords(
-        observed[dimension].coords
+        {name: (dimension, observed[name].values) for name in observed.coords}
     )

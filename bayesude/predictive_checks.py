@@ -268,11 +268,11 @@ def power_spectra(
 
 
 def observed_variable(idata: az.InferenceData, variable: str) -> xr.DataArray:
-    """An observed variable with its ``sweep`` and ``time`` coordinates.
+    """An observed variable with its ``sweep``, ``time`` and ``row`` coordinates.
 
-    The coordinates are read from ``sweep``/``time`` on the variable's
+    The coordinates are read from ``sweep``/``time``/``row`` on the variable's
     observation dimension or, where several observed variables need their own,
-    from ``<variable>_sweep``/``<variable>_time``.
+    from ``<variable>_sweep``/``<variable>_time``/``<variable>_row``.
 
     Raises
     ------
@@ -286,10 +286,12 @@ def observed_variable(idata: az.InferenceData, variable: str) -> xr.DataArray:
         )
     observed = idata.observed_data[variable]
     (dim,) = observed.dims
-    for name in ("sweep", "time"):
+    for name in ("sweep", "time", "row"):
         if name in observed.coords and observed[name].dims == (dim,):
             continue
         own = idata.observed_data.coords.get(f"{variable}_{name}")
+        if own is None and name == "row":
+            continue  # fits written before rows were recorded
         if own is None or own.dims != (dim,):
             raise ValueError(
                 f"The observed variable {variable!r} has no {name!r} coordinate on "

@@ -112,12 +112,19 @@ def assemble_inference_data(
         dims=dims,
         coords=coords,
     )
+    # Each observed variable has its own observation dimension; with several,
+    # their coordinates are named after them, since one Dataset can hold only
+    # one coordinate called "time".
+    several = len(data.observed) > 1
     for name, variable in data.observed.items():
         observation = f"{name}_observation"
+        prefix = f"{name}_" if several else ""
         idata.observed_data = idata.observed_data.assign_coords(
-            sweep=(observation, data.sweeps[variable.sweep_index]),
-            time=(observation, data.times[variable.time_index]),
-            row=(observation, variable.row),
+            {
+                f"{prefix}sweep": (observation, data.sweeps[variable.sweep_index]),
+                f"{prefix}time": (observation, data.times[variable.time_index]),
+                f"{prefix}row": (observation, variable.row),
+            }
         )
     warmup = {
         k[len(_WARMUP_PREFIX) :]: v

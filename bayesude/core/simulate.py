@@ -78,7 +78,7 @@ def simulate(
     if settings.adjoint == "automatic":
         settings = dataclasses.replace(settings, adjoint="recursive_checkpoint")
     start = jnp.stack([jnp.asarray(y0[name], dtype=float) for name in model.states])
-    states, success = solve_at_times(
+    states, success, _failure = solve_at_times(
         vector_field, start, times, None, settings, np.zeros(0)
     )
     return {name: states[:, i] for i, name in enumerate(model.states)}, success

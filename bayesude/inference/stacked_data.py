@@ -15,8 +15,8 @@ import numpy as np
 import xarray as xr
 
 from bayesude.core.specification import ModelSpecification
-from bayesude.inference.prepared_data import PreparedData, prepare_data
 from bayesude.data import select_subject
+from bayesude.inference.prepared_data import PreparedData, prepare_data
 
 #: Prior scale of initial observed states, as a fraction of the variable's range.
 _INITIAL_STATE_RELATIVE_SCALE = 0.05
