@@ -26,6 +26,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from bayesude.core.specification import specification_from_dict
+from bayesude.datasets import load_datasets
 from bayesude.diagnostics import summarise_fits
 from bayesude.files import atomic_path
 from bayesude.recordings import load_current_clamp, select_subject
@@ -114,11 +115,14 @@ def _netcdf_bytes(idata: az.InferenceData) -> bytes:
 def build_tasks(workflow: Workflow) -> list[FitTask]:
     """One task per subject and model, with each subject's data selected."""
     data_settings = workflow.settings.data
-    recordings = load_current_clamp(
-        workflow.subject_files(),
-        window_ms=data_settings.window_ms,
-        downsample_ms=data_settings.downsample_ms,
-    )
+    if data_settings.loader == "dataset":
+        recordings = load_datasets(workflow.subject_files())
+    else:
+        recordings = load_current_clamp(
+            workflow.subject_files(),
+            window_ms=data_settings.window_ms,
+            downsample_ms=data_settings.downsample_ms,
+        )
     tasks = []
     for subject in data_settings.subjects:
         subject_data = select_subject(recordings, subject).load()
@@ -175,6 +179,17 @@ def run_workflow(
     )
     started = time.perf_counter()
     outcomes = _run_tasks(tasks, workers, output_dir, progress_bar)
+    if workflow.discovery:
+        from bayesude.symbolic.pipeline import run_discovery
+
+        more_tasks, more_outcomes = run_discovery(
+            workflow,
+            tasks,
+            outcomes,
+            output_dir,
+            lambda extra, folder: _run_tasks(extra, workers, folder, progress_bar),
+        )
+        tasks, outcomes = tasks + more_tasks, outcomes + more_outcomes
     logger.info("All fits finished in %.0f s.", time.perf_counter() - started)
     return write_outputs(output_dir, workflow.name, tasks, outcomes)
 

@@ -1,0 +1,208 @@
+"""Symbolic recovery of learned terms: libraries, regression, discovered models."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy
+import xarray as xr
+
+import bayesude
+from bayesude.models import mechanistic_model
+from bayesude.symbolic import (
+    LearnedTerm,
+    discover_term,
+    discovered_specification,
+    mechanistic_form,
+    polynomial_library,
+    sensitivity_table,
+)
+from bayesude.symbolic.forecast import split_time, training_data, with_training_ranges
+from bayesude.symbolic.regression import discovery_priors, sparse_regression
+
+NUM_DRAWS = 300
+
+
+def cubic_draws(seed=0, function_noise=0.02, num_points=150):
+    """Posterior-like draws of f(v) = v - v^3/3 over the range a limit cycle visits.
+
+    Each draw has its own coefficients (posterior spread) and a smooth wiggle
+    of size ``function_noise`` (what a network adds between the data).
+    """
+    rng = np.random.default_rng(seed)
+    v = np.sort(rng.uniform(-2.0, 2.0, num_points))
+    linear = 1.0 + 0.03 * rng.standard_normal(NUM_DRAWS)
+    cubic = -1.0 / 3.0 + 0.01 * rng.standard_normal(NUM_DRAWS)
+    phase = rng.uniform(0, 2 * np.pi, NUM_DRAWS)
+    wiggle = function_noise * np.sin(3.0 * v[None, :] + phase[:, None])
+    outputs = linear[:, None] * v + cubic[:, None] * v**3 + wiggle
+    return LearnedTerm("cubic_nonlinearity", "cubic_network", {"v": v}, outputs)
+
+
+def test_polynomial_library_lists_monomials_lowest_degree_first():
+    assert polynomial_library(("v",), 3).labels == ("const", "v", "v2", "v3")
+    assert polynomial_library(("x", "y"), 2, include_constant=False).labels == (
+        "x",
+        "y",
+        "x2",
+        "x_y",
+        "y2",
+    )
+
+
+def test_library_evaluates_candidates_at_points():
+    library = polynomial_library(("x", "y"), 2).plus({"holling": "x/(1 + x)"})
+    features = library.evaluate({"x": np.array([1.0, 2.0]), "y": np.array([3.0, 5.0])})
+    expected = np.array(
+        [[1, 1, 3, 1, 3, 9, 0.5], [1, 2, 5, 4, 10, 25, 2.0 / 3.0]], dtype=float
+    )
+    np.testing.assert_allclose(features, expected)
+
+
+def test_library_rejects_a_candidate_in_a_name_that_is_not_an_argument():
+    with pytest.raises(ValueError, match=r"uses \['w'\], which are not arguments"):
+        polynomial_library(("v",), 2).plus({"vw": "v*w"})
+
+
+def test_mechanistic_form_is_the_models_own_term():
+    label, expression = mechanistic_form(
+        mechanistic_model("fitzhugh_nagumo"), "cubic_nonlinearity"
+    )
+    v = sympy.Symbol("v")
+    assert label == "cubic_nonlinearity_form"
+    assert sympy.simplify(expression - (v - v**3 / 3)) == 0
+
+
+def test_sparse_regression_recovers_exact_coefficients_without_noise():
+    v = np.linspace(-2.0, 2.0, 50)
+    features = polynomial_library(("v",), 5).evaluate({"v": v})
+    outputs = (0.5 - 2.0 * v**2 + 0.1 * v**5)[None, :]
+    coefficients, explained = sparse_regression(outputs, features, threshold=0.05)
+    np.testing.assert_allclose(coefficients[0], [0.5, 0, -2.0, 0, 0, 0.1], atol=1e-10)
+    assert explained[0] == pytest.approx(1.0)
+
+
+def test_cubic_term_is_selected_with_high_inclusion_and_nothing_spurious():
+    """Degree 5: the draws' wiggle (4% of the term) projects onto v^5, so 0.3."""
+    discovery = discover_term(cubic_draws(), polynomial_library(("v",), 5), 0.3)
+    probability = dict(zip(discovery.library.labels, discovery.inclusion_probability))
+    assert discovery.selected == ("v", "v3")
+    assert probability["v"] == 1.0 and probability["v3"] >= 0.95
+    for absent in ("const", "v2", "v4", "v5"):
+        assert probability[absent] <= 0.05, (absent, probability[absent])
+    estimates = discovery.coefficient_estimates()
+    assert estimates["v"] == pytest.approx(1.0, abs=0.03)
+    assert estimates["v3"] == pytest.approx(-1.0 / 3.0, abs=0.01)
+
+
+def test_coefficient_interval_covers_the_truth_and_excludes_zero():
+    table = discover_term(cubic_draws(), polynomial_library(("v",), 3), 0.05).table()
+    rows = table.set_index("candidate")
+    for label, truth in (("v", 1.0), ("v3", -1.0 / 3.0)):
+        low, high = rows.loc[label, ["coefficient_low", "coefficient_high"]]
+        assert low <= truth <= high and not low <= 0.0 <= high
+    assert rows.loc["v2", "coefficient_low"] == rows.loc["v2", "coefficient_high"] == 0
+
+
+def test_absent_term_keeps_low_inclusion_probability_when_draws_are_noisy():
+    """A wigglier posterior (5% of the term's size) still leaves v^2 out."""
+    learned = cubic_draws(seed=1, function_noise=0.05)
+    discovery = discover_term(learned, polynomial_library(("v",), 3), 0.1)
+    probability = dict(zip(discovery.library.labels, discovery.inclusion_probability))
+    assert probability["v2"] <= 0.1
+    assert probability["const"] <= 0.1
+
+
+def test_sensitivity_table_has_one_row_per_library_and_threshold():
+    learned = cubic_draws()
+    libraries = [polynomial_library(("v",), 3), polynomial_library(("v",), 5)]
+    table = sensitivity_table(learned, libraries, [0.0, 0.05, 0.2])
+    assert list(table["library"]) == ["poly3"] * 3 + ["poly5"] * 3
+    by_row = table.set_index(["library", "threshold"])["selected"]
+    assert by_row[("poly3", 0.05)] == "v + v3"
+    assert by_row[("poly5", 0.2)] == "v + v3"
+    # Without a threshold every candidate is kept: the table shows why one is needed.
+    assert by_row[("poly5", 0.0)] == "const + v + v2 + v3 + v4 + v5"
+
+
+def test_discovered_model_replaces_the_term_by_its_expression():
+    model = mechanistic_model("fitzhugh_nagumo[cubic_nonlinearity = c_v*v + c_v3*v**3]")
+    assert [p.name for p in model.parameters] == [
+        "a",
+        "b",
+        "tau",
+        "I_ext",
+        "c_v",
+        "c_v3",
+    ]
+    params = {"a": 0.7, "b": 0.8, "tau": 12.5, "I_ext": 0.5, "c_v": 1.0, "c_v3": -1 / 3}
+    terms = model.default_terms(params)
+    state = {"v": jnp.asarray(2.0), "w": jnp.asarray(1.0)}
+    derivatives = model.vector_field(0.0, state, params, {}, terms)
+    assert float(derivatives["v"]) == pytest.approx(2.0 - 8.0 / 3.0 - 1.0 + 0.5)
+    assert float(derivatives["w"]) == pytest.approx((2.0 + 0.7 - 0.8) / 12.5)
+
+
+def test_discovered_model_drops_the_parameters_of_the_replaced_term():
+    model = mechanistic_model("lotka_volterra[predation = p_xy*x*y]")
+    assert [p.name for p in model.parameters] == ["alpha", "gamma", "delta", "p_xy"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("fitzhugh_nagumo[cubic = c*v]", "has no replaceable term 'cubic'"),
+        ("fitzhugh_nagumo[cubic_nonlinearity c*v]", "must read term = expression"),
+        ("fitzhugh_nagumo[cubic_nonlinearity = a*v]", r"uses \['a'\], which are"),
+        ("fitzhugh_nagumo[cubic_nonlinearity = c*(v]", "Cannot read the expression"),
+    ],
+)
+def test_discovered_model_names_are_checked(name, message):
+    with pytest.raises(ValueError, match=message):
+        mechanistic_model(name)
+
+
+def test_discovered_specification_centres_priors_on_the_discovered_values():
+    ude = bayesude.ModelSpecification(
+        mechanistic="fitzhugh_nagumo",
+        observed={"v": "v", "w": "w"},
+        fixed={"I_ext": 0.5},
+        neural_terms=(
+            bayesude.NeuralTerm("cubic_network", replaces="cubic_nonlinearity"),
+        ),
+    )
+    discovery = discover_term(cubic_draws(), polynomial_library(("v",), 3), 0.1)
+    spec = discovered_specification(ude, {"cubic_nonlinearity": discovery})
+    assert spec.mechanistic == (
+        "fitzhugh_nagumo[cubic_nonlinearity = cubic_nonlinearity_v*v + "
+        "cubic_nonlinearity_v3*v**3]"
+    )
+    assert spec.neural_terms == ()
+    assert spec.fixed == {"I_ext": 0.5}
+    priors = discovery_priors(discovery)
+    assert priors["cubic_nonlinearity_v3"]["loc"] == pytest.approx(-1 / 3, abs=0.01)
+    names = [p.name for p in spec.free_parameters()]
+    assert names == ["a", "b", "tau", "cubic_nonlinearity_v", "cubic_nonlinearity_v3"]
+    assert spec.free_parameters()[-1].prior.distribution == "Normal"
+
+
+def test_training_window_fixes_network_input_ranges_to_the_training_data():
+    times = np.arange(0.0, 10.0, 1.0)
+    values = np.linspace(0.0, 9.0, times.size)[None]
+    data = xr.Dataset(
+        {"v": (("sweep", "time"), values, {"units": "1", "role": "observed"})},
+        coords={"sweep": [0], "time": ("time", times, {"units": "1"})},
+    )
+    until = split_time(data, 0.6)
+    assert until == 5.0
+    train = training_data(data, until)
+    assert train.sizes["time"] == 6
+    spec = bayesude.ModelSpecification(
+        mechanistic=None,
+        states=("v",),
+        observed={"v": "v"},
+        neural_terms=(bayesude.NeuralTerm("net", adds_to=("v",)),),
+    )
+    fixed = with_training_ranges(spec, train)
+    assert dict(fixed.neural_terms[0].input_ranges) == {"v": (0.0, 5.0)}
+    with pytest.raises(ValueError, match="forecast_fraction 0.95 leaves 10 of 10"):
+        split_time(data, 0.95)
