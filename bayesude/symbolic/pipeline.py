@@ -394,3 +394,50 @@ def load_discoveries(results_dir: pathlib.Path) -> list[dict]:
 def specification_of_record(record: dict) -> ModelSpecification:
     """The discovered model's specification stored in a record (for reuse)."""
     return specification_from_dict(record["specification"], "discovery record")
+
+
+def rerun_discovery(
+    workflow, output_dir: pathlib.Path, workers: int | None = None
+) -> pd.DataFrame:
+    """Run only the discovery stage on fits already in ``output_dir/fits``.
+
+    The workflow's own fits are not repeated; its discovery refits are, and
+    ``summary.csv`` and ``report.html`` are rewritten.
+
+    Raises
+    ------
+    ValueError
+        The workflow has no model with a ``discovery`` section.
+    """
+    from bayesude.batch import (
+        FITS_FOLDER,
+        FitOutcome,
+        _run_tasks,
+        build_tasks,
+        write_outputs,
+    )
+
+    if not workflow.discovery:
+        raise ValueError(
+            f"{workflow.path}: no model has a discovery section; add one to a model "
+            f"with a neural term that replaces a term."
+        )
+    workers = workflow.settings.execution.workers if workers is None else workers
+    output_dir = pathlib.Path(output_dir)
+    tasks = build_tasks(workflow)
+    outcomes = [
+        FitOutcome(t.subject, t.model_name, None, None, float("nan"))
+        if (output_dir / FITS_FOLDER / t.filename).exists()
+        else FitOutcome(t.subject, t.model_name, None, "no saved fit", float("nan"))
+        for t in tasks
+    ]
+    more_tasks, more_outcomes = run_discovery(
+        workflow,
+        tasks,
+        outcomes,
+        output_dir,
+        lambda extra, folder: _run_tasks(extra, workers, folder, False),
+    )
+    return write_outputs(
+        output_dir, workflow.name, tasks + more_tasks, outcomes + more_outcomes
+    )
