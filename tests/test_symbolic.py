@@ -373,3 +373,45 @@ def test_refitted_discovered_model_covers_the_truth(fhn_data):
     for name, value in truth.items():
         low, high = np.quantile(idata.posterior[name].values, [0.025, 0.975])
         assert low <= value <= high, (name, low, high)
+
+
+def test_report_section_shows_inclusion_probabilities_and_forecast(tmp_path):
+    import json
+
+    import jinja2
+
+    from bayesude.symbolic.report_section import discovery_context
+
+    discovery = discover_term(cubic_draws(), polynomial_library(("v",), 3), 0.1)
+    record = {
+        "subject": "fhn",
+        "model": "ude",
+        "threshold": 0.1,
+        "inclusion": json.loads(discovery.table().to_json(orient="records")),
+        "sensitivity": [],
+        "median_r2": {"cubic_nonlinearity": 0.999},
+        "discovered_model": "fitzhugh_nagumo[cubic_nonlinearity = c_v*v]",
+        "training_until": 30.0,
+        "leave_future_out": [
+            {
+                "model": "ude",
+                "elpd_lfo": -12.5,
+                "elpd_lfo_se": 2.0,
+                "num_scored": 20,
+                "failed_draws": 0,
+            },
+            {"model": "ude_discovered", "elpd_lfo": None, "problem": "no fit"},
+        ],
+    }
+    (tmp_path / "discovery").mkdir()
+    (tmp_path / "discovery" / "fhn__ude.json").write_text(json.dumps(record))
+    (section,) = discovery_context(tmp_path)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("bayesude", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    html = environment.get_template("discovery_section.html").render(discovery=section)
+    assert "fitzhugh_nagumo[cubic_nonlinearity = c_v*v]" in html
+    assert "<td>1.00</td>" in html  # inclusion probability of v
+    assert "-12.5 ± 2" in html and "– ± –" in html

@@ -349,7 +349,7 @@ def _loo_table(output_dir, subject, model, settings) -> list[dict]:
     except ValueError as error:
         logger.warning("LOO comparison of %s failed: %s", subject, error)
         return []
-    return _records(table.reset_index())
+    return _records(table.rename_axis("model").reset_index())
 
 
 def _forecast_table(folder, data, subject, model, settings, result) -> list[dict]:
