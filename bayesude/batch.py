@@ -381,15 +381,27 @@ def run_workflow(
         len({task.subject for task in tasks}),
         len(workflow.specifications),
     )
-    outcomes = fit_batch(
-        tasks,
-        output_dir,
-        workers=workers,
-        scheduler=scheduler,
-        force=force,
-        progress_bar=progress_bar,
-    )
-    return write_outputs(pathlib.Path(output_dir), workflow.name, tasks, outcomes)
+    output_dir = pathlib.Path(output_dir)
+
+    def run(batch: Sequence[Task], folder: pathlib.Path) -> list[FitOutcome]:
+        return fit_batch(
+            batch,
+            folder,
+            workers=workers,
+            scheduler=scheduler,
+            force=force,
+            progress_bar=progress_bar,
+        )
+
+    outcomes = run(tasks, output_dir)
+    if workflow.discovery:
+        from bayesude.symbolic.pipeline import run_discovery
+
+        more_tasks, more_outcomes = run_discovery(
+            workflow, tasks, outcomes, output_dir, run
+        )
+        tasks, outcomes = tasks + more_tasks, outcomes + more_outcomes
+    return write_outputs(output_dir, workflow.name, tasks, outcomes)
 
 
 def fit_batch(

@@ -91,6 +91,28 @@ def run(
 
 
 @main.command()
+@click.argument("workflow_file", type=click.Path(path_type=pathlib.Path))
+@click.option(
+    "--output",
+    type=click.Path(path_type=pathlib.Path),
+    default=None,
+    help="Results directory holding the workflow's fits "
+    "(default: results/<workflow name>/).",
+)
+@click.option("--workers", type=click.IntRange(min=0), default=None)
+def discover(
+    workflow_file: pathlib.Path, output: pathlib.Path | None, workers: int | None
+) -> None:
+    """Rerun only the discovery stage of WORKFLOW_FILE on its saved fits."""
+    from bayesude.symbolic.pipeline import rerun_discovery
+
+    workflow = _or_exit(load_workflow, workflow_file)
+    output = output or pathlib.Path("results") / workflow.name
+    _or_exit(rerun_discovery, workflow, output, workers)
+    click.echo(f"Discovery records in {output}/discovery/; report rewritten.")
+
+
+@main.command()
 @click.argument("results_dir", type=click.Path(path_type=pathlib.Path))
 def report(results_dir: pathlib.Path) -> None:
     """Rebuild summary.csv, summary.json and report.html from RESULTS_DIR/fits."""

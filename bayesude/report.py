@@ -115,7 +115,12 @@ def write_report(
     """
     results_dir = pathlib.Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    html = render_report(report_context(idatas, summary, title))
+    context = report_context(idatas, summary, title)
+    if (results_dir / "discovery").is_dir():
+        from bayesude.symbolic.report_section import discovery_context
+
+        context["discoveries"] = discovery_context(results_dir)
+    html = render_report(context)
     path = results_dir / REPORT_FILENAME
     with atomic_path(path) as temporary:
         temporary.write_text(html, encoding="utf-8")

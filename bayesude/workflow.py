@@ -223,16 +223,24 @@ class Workflow:
         self.settings = settings
         self.specifications: dict[str, ModelSpecification] = {}
         self.inference: dict[str, dict[str, Any]] = {}
+        self.discovery: dict[str, Any] = {}
         for name, description in settings.models.items():
             where = f"{path}: models.{name}"
             if not isinstance(description, dict):
                 raise ValueError(f"{where} must be a mapping of model settings.")
             description = dict(description)
             overrides = description.pop("inference", None) or {}
+            discovery = description.pop("discovery", None)
             self.specifications[name] = specification_from_dict(description, where)
             self.inference[name] = _inference_settings(
                 settings.inference, overrides, where
             )
+            if discovery is not None:
+                from bayesude.symbolic.pipeline import parse_discovery
+
+                self.discovery[name] = parse_discovery(
+                    discovery, self.specifications[name], list(settings.models), where
+                )
 
     @property
     def name(self) -> str:

@@ -76,6 +76,10 @@ class Options:
         }
 
 
+#: Units strings accepted for the time of a dimensionless model.
+DIMENSIONLESS_TIME = ("1", "dimensionless")
+
+
 def check_variable_attrs(
     variable_attrs: dict[str, dict[str, Any]], time_units: Any, file: str
 ) -> None:
@@ -88,11 +92,13 @@ def check_variable_attrs(
             file=file,
             field="time",
         )
-    if not is_time_unit(str(time_units)):
+    # Dimensionless time ("1") is for dimensionless models such as
+    # FitzHugh-Nagumo; prepare_data refuses it for a model that has units.
+    if str(time_units) not in DIMENSIONLESS_TIME and not is_time_unit(str(time_units)):
         raise DataValidationError(
             f"The time has units {time_units!r}, which is not a unit of time.",
             "Give the time's units as one pint understands, e.g. 'ms', 's', "
-            "'min', 'hour', 'day' or 'year'.",
+            "'min', 'hour', 'day' or 'year', or '1' for a dimensionless model.",
             file=file,
             field="time",
         )

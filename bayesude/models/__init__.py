@@ -31,7 +31,15 @@ MODEL_LIBRARY: dict[str, type[MechanisticModel]] = {
 
 
 def mechanistic_model(name: str) -> MechanisticModel:
-    """The library model called ``name``, e.g. ``"passive_membrane"``."""
+    """The library model called ``name``, e.g. ``"passive_membrane"``.
+
+    A name with brackets, ``base[term = expression; ...]``, is a library model
+    with terms written down as expressions (see :mod:`bayesude.models.discovered`).
+    """
+    if "[" in name:
+        from bayesude.models.discovered import discovered_model
+
+        return discovered_model(name)
     if name not in MODEL_LIBRARY:
         raise ValueError(
             f"Unknown mechanistic model {name!r}; the library has "
