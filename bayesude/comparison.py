@@ -301,7 +301,18 @@ def _check_finite(log_likelihood: xr.Dataset, model: str) -> None:
         )
 
 
+#: Fewest posterior draws for which PSIS can fit its Pareto tails.
+MINIMUM_DRAWS_FOR_LOO = 10
+
+
 def _loo_ready(idata, var_name, model) -> az.InferenceData:
+    num_draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
+    if num_draws < MINIMUM_DRAWS_FOR_LOO:
+        raise ValueError(
+            f"{model} has {num_draws} posterior draw(s); PSIS-LOO and WAIC need at "
+            f"least {MINIMUM_DRAWS_FOR_LOO} (a MAP fit has one). Fit with NUTS or "
+            "SVI to compare models."
+        )
     combined = pointwise_log_likelihood(idata, var_name, model)
     # ArviZ needs the posterior to estimate the relative efficiency.
     return az.InferenceData(

@@ -98,9 +98,9 @@ def test_a_cell_without_observations_is_reported_and_the_others_still_return(
 ):
     output, outcomes = serial_run
     assert outcomes["cell_all_nan"].netcdf is None
-    assert "'cell_all_nan' has no finite observation of voltage" in (
-        outcomes["cell_all_nan"].error
-    )
+    error = outcomes["cell_all_nan"].error
+    assert "subject 'cell_all_nan', field 'voltage'" in error
+    assert "no finite observation of voltage" in error
     assert not (output / "fits/cell_all_nan__decay.nc").exists()
     assert all(outcomes[s].error is None for s in ("cell_a", "cell_short"))
 
