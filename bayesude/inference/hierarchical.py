@@ -57,6 +57,7 @@ from bayesude.inference.fit import (
     _with_adjoint,
 )
 from bayesude.inference.model import SOLVER_FAILURE_SITE, SOLVER_SUCCESS_SITE, _terms
+from bayesude.inference.preflight import resolve_chain_method
 from bayesude.inference.solver_failures import FailureCountingNUTS, SolverFailureLog
 from bayesude.inference.stacked_data import StackedSubjects, stack_subjects
 
@@ -267,7 +268,7 @@ def _subject_solver(spec, networks):
         )
 
     def solve(y0, params, weights, times, inputs, jump_times):
-        states, success = solve_at_times(
+        states, success, _failure = solve_at_times(
             vector_field,
             y0,
             times,
@@ -445,6 +446,12 @@ def fit_hierarchical(
             init,
         )
         init = "prior"
+    if spec.solver.solver == "automatic":
+        raise NotImplementedError(
+            "solver='automatic' is resolved per subject by bayesude.fit; a "
+            "hierarchical fit needs a named solver, e.g. "
+            "SolverSettings(solver='Tsit5') or, for a stiff model, 'Kvaerno5'."
+        )
     stacked = stack_subjects(spec, data, t0)
     pooling = resolve_pooling(spec, pooled, centered, spread_prior_scale, shared_noise)
     arrays = jax.tree.map(jnp.asarray, stacked.arrays)
@@ -466,6 +473,8 @@ def fit_hierarchical(
         chain_method=chain_method,
         svi_steps=svi_steps,
         svi_learning_rate=svi_learning_rate,
+        chain_method_used=resolve_chain_method(chain_method, num_chains),
+        save_trajectories=False,
     )
     key_init, key_warmup, key_predict = jax.random.split(jax.random.key(seed), 3)
 
@@ -554,7 +563,7 @@ def _run_nuts(
     inverse_mass_matrix,
     progress_bar,
 ):
-    failure_log = SolverFailureLog(settings.num_chains, settings.chain_method)
+    failure_log = SolverFailureLog(settings.num_chains, settings.chain_method_used)
     model, _ = build_hierarchical_model(spec, stacked, pooling, failure_log)
     kernel = FailureCountingNUTS(
         model,
@@ -572,7 +581,7 @@ def _run_nuts(
         num_warmup=settings.num_warmup,
         num_samples=settings.num_samples,
         num_chains=settings.num_chains,
-        chain_method=settings.chain_method,
+        chain_method=settings.chain_method_used,
         progress_bar=progress_bar,
         jit_model_args=True,
     )
