@@ -182,7 +182,8 @@ def test_family_name_alone_is_accepted():
         (
             {"family": "binomial"},
             "models.x.observations.spikes: Unknown observation family 'binomial'; "
-            "use one of gaussian, student_t, poisson, negative_binomial, rate.",
+            "use one of gaussian, student_t, lognormal, poisson, negative_binomial, "
+            "rate.",
         ),
         (
             {"family": "poisson", "link": "identity"},
@@ -196,9 +197,9 @@ def test_family_name_alone_is_accepted():
             "'noise_prior_scale', 'offset_prior', 'student_t_df'].",
         ),
         (
-            {"family": "poisson", "gain_prior": {"distribution": "Beta"}},
+            {"family": "poisson", "gain_prior": {"distribution": "Banana"}},
             "models.x.observations.spikes.gain_prior: Unknown prior distribution "
-            "'Beta'",
+            "'Banana'",
         ),
     ],
 )

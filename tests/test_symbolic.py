@@ -211,7 +211,7 @@ def test_training_window_fixes_network_input_ranges_to_the_training_data():
 WORKFLOW = """
 name: discovery_check
 data:
-  loader: dataset
+  loader: netcdf
   subjects:
     fhn: {{file: {file}}}
 models:
