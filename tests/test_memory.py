@@ -105,7 +105,7 @@ def test_no_group_has_a_time_dimension_unless_trajectories_are_asked_for(
         for name, variable in idata[group].data_vars.items():
             assert "time" not in variable.dims, (group, name)
     thinned = _assemble(logistic_draws, num_trajectory_draws=10)
-    assert thinned.predictions["y"].shape == (1, 10, 1, 21)
+    assert thinned.predictions["y"].shape == (3, 10, 1, 21)  # 10 draws per chain
     every = _assemble(logistic_draws, num_trajectory_draws=0, save_trajectories=True)
     assert every.predictions["y"].shape == (3, 40, 1, 21)
 
