@@ -111,4 +111,4 @@ def test_model_observing_a_variable_the_data_lack_names_it_and_the_available_one
     outcome = run_fit_task(build_tasks(load_workflow(workflow))[0])
     assert outcome.netcdf is None
     assert "no variable(s) ['potential']" in outcome.error
-    assert "available variables" in outcome.error
+    assert "Available variables: [" in outcome.error
