@@ -1,9 +1,11 @@
 """Shared fixtures: float64, synthetic recordings, and fits reused across tests."""
 
+import gc
 import os
 
 os.environ.setdefault("BAYESUDE_COMPILATION_CACHE", "")
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
@@ -85,3 +87,17 @@ def passive_fit(passive_recording):
         subject="synthetic",
         model_name="passive",
     )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free each test file's compiled programs when the file is done.
+
+    Every compiled XLA program keeps its machine code mapped in memory; a
+    single process that runs the whole suite accumulated enough of them for
+    XLA's compiler to crash late in the run. Programs shared through
+    session fixtures stay alive through those fixtures.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
